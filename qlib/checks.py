@@ -1,0 +1,141 @@
+"""Argument checks shared by qlib's functions.
+
+Every public qlib function validates its arguments here, so that bad input gets
+one clear error naming the argument, the value and what is allowed. To copy a
+qlib function into your own project without this module, delete its calls to
+``checks``: the arithmetic does not depend on them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Smallest and largest float32 scale whose float32 reciprocal is finite and
+# non-zero: outside it PyTorch divides by zero or by infinity.
+SCALE_MIN = float(torch.finfo(torch.float32).tiny) / 4
+SCALE_MAX = float(torch.finfo(torch.float32).max) / 4
+
+
+def float32_tensor(x: object, name: str) -> torch.Tensor:
+    """Return ``x`` if it is a float32 tensor, else raise TypeError."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of dtype float32; got {type(x).__name__}")
+    if x.is_quantized or x.dtype != torch.float32:
+        raise TypeError(
+            f"{name} must have dtype torch.float32 (as torch.quantize_per_tensor requires); "
+            f"got {x.dtype}. Convert with {name}.float() first"
+        )
+    return x
+
+
+def no_nan(x: torch.Tensor, name: str) -> None:
+    """Raise ValueError if ``x`` holds NaN: PyTorch maps NaN to an arbitrary integer."""
+    if torch.isnan(x).any():
+        count = int(torch.isnan(x).sum())
+        raise ValueError(
+            f"{name} contains {count} NaN value(s). NaN has no integer code: torch 2.13 turns it "
+            "into qmax (8-bit per-tensor), 0 (per-channel) or -2**31 (qint32), depending on the "
+            "kernel. Remove or replace NaN before quantizing (±inf saturates to qmin/qmax)"
+        )
+
+
+def integer_tensor(q: object, name: str) -> torch.Tensor:
+    """Return ``q`` if it is a plain integer tensor, else raise TypeError."""
+    allowed = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    if not isinstance(q, torch.Tensor) or q.is_quantized or q.dtype not in allowed:
+        got = q.dtype if isinstance(q, torch.Tensor) else type(q).__name__
+        hint = " (call .int_repr() on a quantized tensor)" if isinstance(q, torch.Tensor) else ""
+        raise TypeError(
+            f"{name} must be an integer tensor of dtype uint8, int8, int16, int32 or int64; got {got}{hint}"
+        )
+    return q
+
+
+def _as_number(value: object, name: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name} must be a single number for per-tensor quantization (axis=None); "
+                f"got a tensor of shape {tuple(value.shape)}. Pass axis=... for per-channel"
+            )
+        return value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or a one-element tensor; got {type(value).__name__}")
+    return value
+
+
+def scale_value(scale: object) -> float:
+    """Check a per-tensor scale and return it as a Python float."""
+    s = float(_as_number(scale, "scale"))
+    if not (math.isfinite(s) and SCALE_MIN <= s <= SCALE_MAX):
+        raise ValueError(
+            f"scale must be a finite positive number between {SCALE_MIN:.3g} and {SCALE_MAX:.3g} "
+            f"(so that it and its reciprocal fit in float32); got {s!r}"
+        )
+    return s
+
+
+def zero_point_value(zero_point: object, qmin: int, qmax: int) -> int:
+    """Check a per-tensor zero point and return it as a Python int."""
+    z = _as_number(zero_point, "zero_point")
+    if isinstance(z, float) and not z.is_integer():
+        raise ValueError(f"zero_point must be a whole number; got {z!r}")
+    z = int(z)
+    if not qmin <= z <= qmax:
+        raise ValueError(f"zero_point must lie in [{qmin}, {qmax}] for this dtype or range; got {z}")
+    return z
+
+
+def axis_value(axis: object, ndim: int) -> int:
+    """Check a channel axis for a tensor with ``ndim`` dimensions; return it non-negative."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"axis must be an int or None; got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be in [{-ndim}, {ndim - 1}] for a {ndim}-d tensor; got {axis}")
+    return axis % ndim
+
+
+def channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
+    """Check per-channel scales (one per slice along ``axis``); return them as float64."""
+    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
+        raise TypeError("scale must be a 1-d floating-point tensor for per-channel quantization")
+    if scale.dim() != 1 or scale.numel() != length:
+        raise ValueError(
+            f"scale must have one value per channel: shape ({length},) for size {length} along "
+            f"axis {axis}; got shape {tuple(scale.shape)}"
+        )
+    s = scale.double()
+    bad = ~(torch.isfinite(s) & (s >= SCALE_MIN) & (s <= SCALE_MAX))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"every scale must be a finite positive number between {SCALE_MIN:.3g} and "
+            f"{SCALE_MAX:.3g}; scale[{i}] is {s[i].item()!r}"
+        )
+    return s
+
+
+def channel_zero_points(zero_point: object, length: int, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    """Check per-channel zero points; return them as int64."""
+    if not isinstance(zero_point, torch.Tensor) or zero_point.is_floating_point() or zero_point.is_complex():
+        raise TypeError("zero_point must be a 1-d integer tensor for per-channel quantization")
+    if zero_point.dim() != 1 or zero_point.numel() != length:
+        raise ValueError(
+            f"zero_point must have one value per channel: shape ({length},) for size {length} "
+            f"along axis {axis}; got shape {tuple(zero_point.shape)}"
+        )
+    z = zero_point.long()
+    bad = (z < qmin) | (z > qmax)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"every zero_point must lie in [{qmin}, {qmax}]; zero_point[{i}] is {int(z[i])}")
+    return z
+
+
+def channel_shape(ndim: int, axis: int) -> list[int]:
+    """Shape that broadcasts a per-channel vector along ``axis`` of an ``ndim``-d tensor."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape

@@ -1,0 +1,69 @@
+"""Dequantize integer codes exactly as PyTorch 2.13's ``Tensor.dequantize`` does.
+
+Explained in the book chapter "The affine map" (``book/02_affine_map``).
+
+The formula is always ``scale * (q - zero_point)``, but the two kernels
+evaluate it in different precisions:
+
+* per tensor (FBGEMM ``Dequantize``, ``include/fbgemm/QuantUtils.h``): the
+  difference ``q - zero_point`` is taken in int32 (it wraps around for qint32
+  codes near the ends of the range), converted to float32 and multiplied by the
+  scale narrowed to float32;
+* per channel (ATen ``dequantize_per_channel_affine_kernel`` in
+  ``QuantizedOpKernels.cpp``): ``float(q) - float(zero_point)`` in float32, then
+  multiplied by the float64 scale in float64 and rounded to float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qlib import checks
+
+# Range of the codes each integer dtype can hold (int64 codes must fit int32).
+CODE_RANGES: dict[torch.dtype, tuple[int, int]] = {
+    torch.uint8: (0, 255),
+    torch.int8: (-128, 127),
+    torch.int16: (-(2**15), 2**15 - 1),
+    torch.int32: (-(2**31), 2**31 - 1),
+    torch.int64: (-(2**31), 2**31 - 1),
+}
+
+
+def dequantize(
+    q: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    axis: int | None = None,
+) -> torch.Tensor:
+    """Map integer codes ``q`` back to float32: ``scale * (q - zero_point)``.
+
+    Equals ``torch.Tensor.dequantize()`` of the quantized tensor whose
+    ``int_repr()`` is ``q``, bit for bit: per tensor with ``axis=None``, per
+    channel (1-d ``scale`` and ``zero_point`` tensors) with an ``axis``. ``q`` is
+    a plain integer tensor; the zero point must lie in the range of its dtype.
+
+    Chapter: "The affine map" (book/02_affine_map).
+
+    >>> dequantize(torch.tensor([0, 3, 6, 93], dtype=torch.uint8), 0.1, 3)
+    tensor([-0.3000,  0.0000,  0.3000,  9.0000])
+
+    Depends on: qlib.checks (argument checks only).
+    """
+    checks.integer_tensor(q, "q")
+    qmin, qmax = CODE_RANGES[q.dtype]
+    if q.dtype == torch.int64 and q.numel() and (q.min() < qmin or q.max() > qmax):
+        raise ValueError(f"q holds int64 codes outside the int32 range [{qmin}, {qmax}]")
+    if axis is None:
+        s = checks.scale_value(scale)
+        z = checks.zero_point_value(zero_point, qmin, qmax)
+        # int32 difference, wrapping like the C++ kernel, then a float32 multiply
+        diff = (q.long() - z).to(torch.int32)
+        return diff.float() * s
+    axis = checks.axis_value(axis, q.dim())
+    n = q.shape[axis]
+    s = checks.channel_scales(scale, n, axis)
+    z = checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
+    shape = checks.channel_shape(q.dim(), axis)
+    diff = q.float() - z.float().view(shape)
+    return (diff.double() * s.view(shape)).float()
