@@ -20,6 +20,8 @@ import torch
 
 from qlib import checks
 
+CHUNK = 2**18  # elements per piece of work
+
 # Range of the codes each integer dtype can hold (int64 codes must fit int32).
 CODE_RANGES: dict[torch.dtype, tuple[int, int]] = {
     torch.uint8: (0, 255),
@@ -57,9 +59,17 @@ def dequantize(
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, qmin, qmax)
-        # int32 difference, wrapping like the C++ kernel, then a float32 multiply
-        diff = (q.long() - z).to(torch.int32)
-        return diff.float() * s
+        flat = q.reshape(-1)
+        x = torch.empty(flat.shape, dtype=torch.float32)
+        for start in range(0, flat.numel(), CHUNK):  # cache-sized pieces, for speed
+            piece = flat[start : start + CHUNK]
+            if q.dtype in (torch.uint8, torch.int8, torch.int16):
+                diff = piece.float().sub_(z)  # exact: |q - z| < 2**24
+            else:
+                # int32 difference, wrapping around like the C++ kernel's
+                diff = (piece.long() - z).to(torch.int32).float()
+            x[start : start + CHUNK] = diff.mul_(s)  # float32 multiply by float32(scale)
+        return x.view(q.shape)
     axis = checks.axis_value(axis, q.dim())
     n = q.shape[axis]
     s = checks.channel_scales(scale, n, axis)

@@ -51,6 +51,7 @@ CODE_DTYPES: dict[torch.dtype, torch.dtype] = {
     torch.int32: torch.int32,
 }
 SUB_BYTE = (torch.quint4x2, torch.quint2x4)
+CHUNK = 2**18  # elements per piece: 2 MiB of float64 intermediates
 
 # Bits a float64 has beyond a float32's 24-bit significand, and the pattern of
 # a float64 lying exactly halfway between two neighbouring float32 values.
@@ -123,8 +124,9 @@ def quantize(
     >>> quantize(torch.tensor([-1.0, 0.0, 0.25, 9.0]), 0.1, 3, torch.quint8)
     tensor([  0,   3,   6,  93], dtype=torch.uint8)
 
-    Depends on: qlib.ranges.DTYPE_RANGES, fma_float32 and float32_reciprocal
-    above, and qlib.checks (argument checks only).
+    Depends on: qlib.ranges.DTYPE_RANGES, the helpers in this module
+    (per_tensor_codes, fma_float32, float32_reciprocal) and qlib.checks
+    (argument checks only).
     """
     checks.float32_tensor(x, "x")
     if dtype not in CODE_DTYPES:
@@ -132,31 +134,48 @@ def quantize(
         raise TypeError(f"dtype must be one of {allowed}; got {dtype!r}")
     checks.no_nan(x, "x")
     qmin, qmax = DTYPE_RANGES[dtype]
-    wide = qmax - qmin > 255  # 32-bit codes: clamp in float64, float32 cannot hold 2**31 - 1
 
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, qmin, qmax)
         inv = float32_reciprocal(s)
-        if dtype in SUB_BYTE:
-            q = torch.round(x * inv) + z
-            # lrintf() overflows to INT64_MIN beyond ±2**63 (and for ±inf): torch then clamps to qmin
-            q = torch.where(q.abs() < 2.0**63, q, float(qmin))
-        elif wide:
-            q = torch.round(x * inv + z)
-        else:
-            q = torch.round(fma_float32(x, inv, z))
-    else:
-        if dtype in SUB_BYTE:
-            raise TypeError(f"torch quantizes {dtype} per tensor only; use axis=None")
-        axis = checks.axis_value(axis, x.dim())
-        n = x.shape[axis]
-        s = checks.channel_scales(scale, n, axis)
-        z = checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
-        shape = checks.channel_shape(x.dim(), axis)
-        inv = (1.0 / s.float()).view(shape)
-        q = torch.round(x * inv + z.float().view(shape))
+        flat = x.reshape(-1)
+        codes = torch.empty(flat.shape, dtype=CODE_DTYPES[dtype])
+        # Work in cache-sized pieces: the float64 intermediates then never
+        # leave the CPU cache, which makes this several times faster.
+        for start in range(0, flat.numel(), CHUNK):
+            piece = flat[start : start + CHUNK]
+            codes[start : start + CHUNK] = per_tensor_codes(piece, inv, z, dtype)
+        return codes.view(x.shape)
 
-    if wide:
-        q = q.double()
-    return q.clamp_(qmin, qmax).to(CODE_DTYPES[dtype])
+    if dtype in SUB_BYTE:
+        raise TypeError(f"torch quantizes {dtype} per tensor only; use axis=None")
+    axis = checks.axis_value(axis, x.dim())
+    n = x.shape[axis]
+    s = checks.channel_scales(scale, n, axis)
+    z = checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
+    shape = checks.channel_shape(x.dim(), axis)
+    inv = (1.0 / s.float()).view(shape)
+    q = torch.round(x * inv + z.float().view(shape))
+    return q.double().clamp_(qmin, qmax).to(CODE_DTYPES[dtype])
+
+
+def per_tensor_codes(x: torch.Tensor, inv: float, zero_point: int, dtype: torch.dtype) -> torch.Tensor:
+    """Integer-valued codes of ``x`` for one scale's reciprocal ``inv``, clamped to ``dtype``'s range.
+
+    The three per-tensor kernels of torch 2.13 (see the module docstring).
+
+    >>> per_tensor_codes(torch.tensor([0.5, 1.5]), 1.0, 129, torch.quint8)
+    tensor([130., 130.])
+    """
+    qmin, qmax = DTYPE_RANGES[dtype]
+    if dtype in SUB_BYTE:
+        q = torch.round(x * inv) + zero_point
+        # lrintf() overflows to INT64_MIN beyond ±2**63 (and for ±inf): torch then clamps to qmin
+        q = torch.where(q.abs() < 2.0**63, q, float(qmin))
+    elif qmax - qmin > 255:
+        # 32-bit: two float32 roundings; clamp in float64, where 2**31 - 1 is exact
+        q = torch.round(x * inv + zero_point).double()
+    else:
+        q = torch.round(fma_float32(x, inv, zero_point))
+    return q.clamp_(qmin, qmax)

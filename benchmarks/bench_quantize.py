@@ -1,0 +1,80 @@
+"""Time qlib.quantize / qlib.dequantize against torch's fused C++ kernels and
+torchao's pure-PyTorch quantize_affine / dequantize_affine, in one run.
+
+Machines here are noisy, so only ratios measured in the same run are reported;
+each time is the best of several repetitions. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import torch
+
+import qlib
+
+warnings.filterwarnings("ignore")
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--numel", type=int, default=16 * 2**20)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    from torchao.quantization.quant_primitives import dequantize_affine, quantize_affine
+
+    x = torch.randn(args.numel, generator=torch.Generator().manual_seed(0))
+    scale, zero_point = 0.0180064, 40
+    block = x.shape
+    s_t, z_t = torch.tensor([scale]), torch.tensor([zero_point])
+
+    q_qlib = qlib.quantize(x, scale, zero_point, torch.quint8)
+    q_torch = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    q_ao = quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255)
+    exact_vs_torch = torch.equal(q_qlib, q_torch.int_repr())
+    ao_vs_torch = int((q_ao != q_torch.int_repr()).sum())
+
+    timings = {
+        "quantize": {
+            "qlib.quantize": best_time(lambda: qlib.quantize(x, scale, zero_point, torch.quint8), args.repeat),
+            "torch.quantize_per_tensor": best_time(
+                lambda: torch.quantize_per_tensor(x, scale, zero_point, torch.quint8), args.repeat
+            ),
+            "torchao quantize_affine": best_time(
+                lambda: quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255), args.repeat
+            ),
+        },
+        "dequantize": {
+            "qlib.dequantize": best_time(lambda: qlib.dequantize(q_qlib, scale, zero_point), args.repeat),
+            "torch Tensor.dequantize": best_time(q_torch.dequantize, args.repeat),
+            "torchao dequantize_affine": best_time(
+                lambda: dequantize_affine(q_ao, block, s_t, z_t, torch.uint8), args.repeat
+            ),
+        },
+    }
+
+    print(f"{args.numel:,} float32 elements, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"qlib.quantize equals torch.quantize_per_tensor bit for bit: {exact_vs_torch}")
+    print(f"torchao quantize_affine differs from torch.quantize_per_tensor on {ao_vs_torch} elements")
+    for op, rows in timings.items():
+        qlib_time = next(t for name, t in rows.items() if name.startswith("qlib"))
+        print(f"\n{op}")
+        for name, seconds in rows.items():
+            print(f"  {name:28s} {seconds * 1e3:8.1f} ms   qlib / this = {qlib_time / seconds:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
