@@ -9,27 +9,29 @@ them narrow the scale to float32, multiply by its float32 reciprocal
 ``inv = 1.0f / scale`` (never divide), round half to even and clamp to the
 dtype's full range:
 
-========================  ========================================  ==============================
-path                      arithmetic                                where (PyTorch / FBGEMM)
-========================  ========================================  ==============================
-per-tensor, 8-bit         ``rint(fma(x, inv, zp))``: zero point     FBGEMM ``QuantizeAvx2``
-                          added before rounding, one float32         (``src/QuantUtilsAvx2.cc``),
-                          rounding for ``x * inv + zp``             LEGACY=true
-per-tensor, qint32;       ``rint(float32(float32(x * inv) + zp))``  FBGEMM scalar ``Quantize``
-per-channel, any dtype    two float32 roundings, then rint          (``include/fbgemm/QuantUtils.h``)
-per-tensor, 4- and 2-bit  ``rint(float32(x * inv)) + zp``           ATen ``quantize_tensor_per_
-                          zero point added after rounding           tensor_affine_sub_byte_cpu``
-========================  ========================================  ==============================
+* per tensor, 8-bit (quint8, qint8): ``rint(fma(x, inv, zero_point))``, the
+  zero point added *before* rounding, with one float32 rounding for
+  ``x * inv + zero_point`` (FBGEMM ``QuantizeAvx2`` in ``src/QuantUtilsAvx2.cc``,
+  its ``LEGACY`` variant, reached from ATen's
+  ``quantize_tensor_per_tensor_affine_cpu`` in ``QuantizedOpKernels.cpp``);
+* per tensor qint32, and per channel for every dtype:
+  ``rint(float32(float32(x * inv) + zero_point))``, two float32 roundings
+  (FBGEMM's scalar ``Quantize`` in ``include/fbgemm/QuantUtils.h``, called
+  through ATen's ``quantize_val``);
+* per tensor, 4- and 2-bit (quint4x2, quint2x4): ``rint(float32(x * inv)) +
+  zero_point``, the zero point added *after* rounding (ATen's
+  ``quantize_tensor_per_tensor_affine_sub_byte_cpu``).
+
+The zero point is added before rounding in the first two because the FBGEMM
+bundled with torch 2.13 still defaults to its ``LEGACY`` variant (FBGEMM PR
+#5624 flipped that default later; PyTorch PR #181067 had removed the explicit
+``false`` that used to select the other one). Values exactly halfway between
+integers therefore round differently from ``round(x / scale) + zero_point``.
 
 One quirk of the 4- and 2-bit kernel: it converts with ``lrintf``, which
 overflows for results beyond ±2**63, including ``+inf``; the clamp then turns
 them into code 0, not 15. qlib reproduces that; the 8- and 32-bit kernels
 saturate ``+inf`` to qmax as one would expect.
-
-The zero point is added *before* rounding in the first two rows because the
-FBGEMM bundled with torch 2.13 still defaults to its ``LEGACY`` variant (FBGEMM
-PR #5624 flipped that default later). Values exactly halfway between integers
-therefore round differently from ``round(x / scale) + zero_point``.
 """
 
 from __future__ import annotations
