@@ -124,7 +124,7 @@ def quantize(
     Chapters: "The affine map" (book/02_affine_map), "Rounding" (book/04_rounding).
 
     >>> quantize(torch.tensor([-1.0, 0.0, 0.25, 9.0]), 0.1, 3, torch.quint8)
-    tensor([  0,   3,   6,  93], dtype=torch.uint8)
+    tensor([ 0,  3,  6, 93], dtype=torch.uint8)
 
     Depends on: qlib.ranges.DTYPE_RANGES, the helpers in this module
     (per_tensor_codes, fma_float32, float32_reciprocal) and qlib.checks
