@@ -30,7 +30,10 @@ def observer_range(
 
     Without a custom range this is ``qrange(dtype, reduce_range)``. With one,
     both ends must be given, must include 0 and lie inside the dtype's range,
-    and ``reduce_range`` halves each end with floor division, as torch does.
+    and ``reduce_range`` halves each end with floor division, as torch does
+    (``calculate_qmin_qmax`` in ``torch/ao/quantization/utils.py``).
+
+    Chapter: "Choosing scale and zero point" (book/05_qparams).
 
     >>> observer_range(torch.quint8, reduce_range=True)
     (0, 127)
