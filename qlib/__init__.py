@@ -6,14 +6,17 @@ Microsoft's ``pyqlib`` are different projects).
 """
 
 from qlib.dequantize import dequantize
+from qlib.explain import Report, explain
 from qlib.fake_quantize import fake_quantize
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quantize import quantize
 from qlib.ranges import qrange
 
 __all__ = [
+    "Report",
     "choose_qparams",
     "dequantize",
+    "explain",
     "fake_quantize",
     "observer_range",
     "qrange",
