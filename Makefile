@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 
-.PHONY: venv book test lint unit notebooks book-strict chapter chapters bench clean
+.PHONY: venv book test lint unit notebooks book-strict browser chapter chapters bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,16 +28,16 @@ venv: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-## make test: lint, qlib's tests, every chapter under nbval, the book build
-test: lint unit notebooks book-strict
+## make test: lint, qlib's tests, every chapter under nbval, the book build, the book in a browser
+test: lint unit notebooks book-strict browser
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
-	$(BIN)/ruff check qlib tests benchmarks
-	$(BIN)/ruff format --check qlib tests benchmarks
+	$(BIN)/ruff check qlib tests benchmarks _ext
+	$(BIN)/ruff format --check qlib tests benchmarks _ext
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --durations=5
+	$(BIN)/python -m pytest tests -q --durations=5 --ignore=tests/browser
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg \
@@ -46,6 +46,20 @@ notebooks: $(STAMP)
 book-strict: $(STAMP)
 	rm -rf _build/html
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## make browser: open every page of the built book in Chromium (screenshots: artifacts/screenshots/).
+## Without Chromium it is skipped, and says so; with REQUIRE_BROWSER=1 (as .ci/run sets) it fails.
+CHROMIUM ?= /usr/bin/chromium
+browser: book-strict
+	@if [ -x "$(CHROMIUM)" ]; then \
+		echo "browser test: every page of _build/html in $(CHROMIUM)"; \
+		CHROMIUM="$(CHROMIUM)" $(BIN)/python -m pytest tests/browser -q --durations=5; \
+	elif [ "$${REQUIRE_BROWSER:-0}" = 1 ]; then \
+		echo "browser test: FAILED: REQUIRE_BROWSER=1 but there is no Chromium at $(CHROMIUM)" >&2; \
+		exit 1; \
+	else \
+		echo "browser test: SKIPPED: no Chromium at $(CHROMIUM) (apt-get install -y chromium)"; \
+	fi
 
 ## make chapter NB=book/02_affine_map.md: rewrite the paired .ipynb with fresh outputs
 chapter: $(STAMP)
