@@ -62,18 +62,42 @@ def dequantize(
         flat = q.reshape(-1)
         x = torch.empty(flat.shape, dtype=torch.float32)
         for start in range(0, flat.numel(), CHUNK):  # cache-sized pieces, for speed
-            piece = flat[start : start + CHUNK]
-            if q.dtype in (torch.uint8, torch.int8, torch.int16):
-                diff = piece.float().sub_(z)  # exact: |q - z| < 2**24
-            else:
-                # int32 difference, wrapping around like the C++ kernel's
-                diff = (piece.long() - z).to(torch.int32).float()
-            x[start : start + CHUNK] = diff.mul_(s)  # float32 multiply by float32(scale)
+            x[start : start + CHUNK] = per_tensor_values(flat[start : start + CHUNK], s, z)
         return x.view(q.shape)
     axis = checks.axis_value(axis, q.dim())
     n = q.shape[axis]
     s = checks.channel_scales(scale, n, axis)
     z = checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
     shape = checks.channel_shape(q.dim(), axis)
-    diff = q.float() - z.float().view(shape)
-    return (diff.double() * s.view(shape)).float()
+    return per_channel_values(q, s.view(shape), z.view(shape))
+
+
+def per_tensor_values(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """``scale * (q - zero_point)`` as torch's per-tensor kernel computes it.
+
+    The difference is taken in int32 (wrapping around, like the C++ kernel, for
+    qint32 codes near the ends of the range), converted to float32 and
+    multiplied by ``scale`` narrowed to float32.
+
+    >>> per_tensor_values(torch.tensor([0, 3, 6], dtype=torch.uint8), 0.1, 3)
+    tensor([-0.3000,  0.0000,  0.3000])
+    """
+    if q.dtype in (torch.uint8, torch.int8, torch.int16):
+        diff = q.float().sub_(zero_point)  # exact: |q - zero_point| < 2**24
+    else:
+        diff = (q.long() - zero_point).to(torch.int32).float()
+    return diff.mul_(scale)  # a float32 multiply by float32(scale)
+
+
+def per_channel_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """``scale * (q - zero_point)`` as torch's per-channel kernel computes it.
+
+    ``scale`` (float64) and ``zero_point`` are already shaped to broadcast along
+    the channel axis. The difference is taken in float32, the product in float64
+    with the float64 scale, and only the result is rounded to float32.
+
+    >>> per_channel_values(torch.tensor([[0, 3]]), torch.tensor([[0.1]], dtype=torch.float64), torch.tensor([[3]]))
+    tensor([[-0.3000,  0.0000]])
+    """
+    diff = q.float() - zero_point.float()
+    return (diff.double() * scale).float()
