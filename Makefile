@@ -61,14 +61,14 @@ browser: book-strict
 		echo "browser test: SKIPPED: no Chromium at $(CHROMIUM) (apt-get install -y chromium)"; \
 	fi
 
-## make chapter NB=book/02_affine_map.md: rewrite the paired .ipynb with fresh outputs (cell ids kept)
+## make chapter NB=book/02_affine_map.md: rewrite the paired .ipynb with fresh outputs
 chapter: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make chapter NB=book/NN_topic.md"; exit 2; }
-	$(BIN)/jupytext --to ipynb --update --execute $(NB)
+	$(BIN)/jupytext --to ipynb --execute $(NB)
 
 ## make chapters: regenerate every chapter
 chapters: $(STAMP)
-	for nb in $(CHAPTERS); do $(BIN)/jupytext --to ipynb --update --execute $$nb; done
+	for nb in $(CHAPTERS); do $(BIN)/jupytext --to ipynb --execute $$nb; done
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
