@@ -8,11 +8,23 @@ Microsoft's ``pyqlib`` are different projects).
 from qlib.dequantize import dequantize
 from qlib.explain import Report, explain
 from qlib.fake_quantize import fake_quantize
+from qlib.histogram import HistogramObserver
+from qlib.observers import (
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quantize import quantize
 from qlib.ranges import qrange
 
 __all__ = [
+    "HistogramObserver",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver",
+    "PerChannelMinMaxObserver",
     "Report",
     "choose_qparams",
     "dequantize",
