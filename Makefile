@@ -73,6 +73,7 @@ chapters: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_quantize.py
+	$(BIN)/python benchmarks/bench_histogram.py
 
 clean:
 	rm -rf _build
