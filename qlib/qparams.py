@@ -171,7 +171,7 @@ def _range_end(value: float | torch.Tensor, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a float or a tensor; got {type(value).__name__}")
     if not torch.isfinite(t).all():
         raise ValueError(
-            f"{name} must be finite; got {t.tolist()}. (An observer that has seen no data "
-            "holds min=+inf, max=-inf, and torch then returns scale 1.0, zero point 0)"
+            f"{name} must be finite; got {t.tolist()}. (If it comes from an observer that has seen "
+            "no data, that observer holds min=+inf, max=-inf; torch then returns scale 1.0, zero point 0)"
         )
     return t
