@@ -318,11 +318,12 @@ class HistogramObserver:
       ``int(...)`` cast there, and ``int(combined_min)``/``int(combined_max)``
       for later batches too, beside the old ``_adjust_min_max`` downsampling
       merge (PR 29790); 2.13 has no cast (PR 129387 rewrote the class);
-    * from the project's research notes, not re-read here: the cast came with
-      PR 45630 (about Oct 2020), issue 83672 (Aug 2022) reported it, and a
-      maintainer called it a mistake that PR 83755 would fix;
+    * read in issue 83672 (Aug 2022): a maintainer says PR 45630 (about Oct
+      2020) added the cast by mistake and PR 83755 would fix it; 83755 was
+      closed after a CI failure and PR 90355 (Dec 2022) tried again; neither
+      merge is confirmed here;
     * inferred from those dates only: the releases 1.8 to 1.12; 1.6, 1.7 and
-      1.13 were not checked against release tags, nor was the merge of 83755.
+      1.13 were not checked against release tags.
 
     The reproduction is exact where it can be checked: on the forum thread's
     16 values with ``reduce_range=True`` it gives the thread's scale
