@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 
-.PHONY: venv book test lint unit notebooks book-strict browser chapter chapters bench clean
+.PHONY: venv book test lint unit notebooks book-strict browser chapter chapters fmt bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ test: lint unit notebooks book-strict browser
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
-	$(BIN)/ruff check qlib tests benchmarks _ext
-	$(BIN)/ruff format --check qlib tests benchmarks _ext
+	$(BIN)/ruff check qlib tests benchmarks _ext book
+	$(BIN)/ruff format --check qlib tests benchmarks _ext book
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --durations=5 --ignore=tests/browser
@@ -65,6 +65,11 @@ browser: book-strict
 chapter: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make chapter NB=book/NN_topic.md"; exit 2; }
 	$(BIN)/jupytext --to ipynb --execute $(NB)
+
+## make fmt: format qlib, the tests and the code cells of every chapter's .md (then: make chapters)
+fmt: $(STAMP)
+	$(BIN)/ruff format qlib tests benchmarks _ext
+	for md in $(CHAPTERS); do $(BIN)/jupytext --pipe "ruff format -" --to md:myst --output $$md $$md; done
 
 ## make chapters: regenerate every chapter
 chapters: $(STAMP)
