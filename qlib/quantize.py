@@ -22,6 +22,11 @@ dtype's full range:
   zero_point``, the zero point added *after* rounding (ATen's
   ``quantize_tensor_per_tensor_affine_sub_byte_cpu``).
 
+The first path needs a CPU with AVX2 and FMA (FBGEMM checks both at run time,
+in ``src/QuantUtils.cc``); without them torch 2.13 falls back to the scalar
+arithmetic of the second path, and qlib's 8-bit results can then differ at
+exact ties. Builds without FBGEMM (ARM) round differently again.
+
 The zero point is added before rounding in the first two because the FBGEMM
 bundled with torch 2.13 still defaults to its ``LEGACY`` variant (FBGEMM PR
 #5624 flipped that default later; PyTorch PR #181067 had removed the explicit
