@@ -186,3 +186,17 @@ def test_fma_float32_against_exact_rationals():
             }
             best = min(candidates, key=lambda c: (abs(Fraction(c) - exact), int(torch.tensor(c).view(torch.int32)) & 1))
             assert gi == best, (xi, inv, gi, best)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_count_does_not_change_torchs_codes(threads):
+    """FBGEMM splits the tensor across threads (pytorch#80501 once saw thread-dependent codes)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        gen = torch.Generator().manual_seed(80501)
+        x = near_ties(0.0180064, 100_003, 300, gen)  # odd length: every thread gets a tail
+        expected = torch.quantize_per_tensor(x, 0.0180064, 41, torch.quint8).int_repr()
+    finally:
+        torch.set_num_threads(before)
+    assert_same_ints(qlib.quantize(x, 0.0180064, 41, torch.quint8), expected, f"{threads} thread(s)")
