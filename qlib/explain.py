@@ -523,9 +523,10 @@ def _row(
         proof = f"no cause reproduces both; torch: {torch_rule}: {shown(())}"
         if tk != rk:
             proof += f"; that is {tk}, not reference {rk}: are scale, zero_point and dtype the ones torch used?"
-        if UNFUSED in arith:
+        if UNFUSED in arith and tk == rk:
             unfused = arith[UNFUSED][1][k].item()
-            if mk in (unfused, min(max(unfused, qmin), qmax)):
+            # a hint only where the fused multiply-add is what separates the two integers
+            if mk in (unfused, min(max(unfused, qmin), qmax)) and min(max(unfused, qmin), qmax) != tk:
                 proof += f"; manual is {_rule(UNFUSED, path)}: {shown(UNFUSED)}"
         manual_rule, manual_input = None, None
         reference_rule, reference_input = torch_rule, torch_input

@@ -347,6 +347,17 @@ def test_unfused_textbook_formula_is_unexplained_but_shown():
     assert "without FMA" in report.rows[0].proof
 
 
+def test_no_fma_hint_when_the_reference_is_not_torchs_for_the_given_scale():
+    # With a wrong scale the two roundings are not what separates manual from reference.
+    x = torch.tensor([0.35, 1.0])
+    reference = torch.quantize_per_tensor(x, 0.1, 0, torch.quint8).int_repr()
+    inv = torch.tensor(1.0) / torch.tensor(0.2, dtype=F32)
+    manual = torch.round(x * inv + 0)  # the unfused formula at the wrong scale
+    report = explain(x, manual, reference, 0.2, 0, torch.quint8)
+    assert report.rows and all(row.cause == "unexplained" for row in report.rows)
+    assert all("without FMA" not in row.proof for row in report.rows)
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
