@@ -322,8 +322,9 @@ class HistogramObserver:
       2020) added the cast by mistake and PR 83755 would fix it; 83755 was
       closed after a CI failure and PR 90355 (Dec 2022) tried again; neither
       merge is confirmed here;
-    * inferred from those dates only: the releases 1.8 to 1.12; 1.6, 1.7 and
-      1.13 were not checked against release tags.
+    * inferred from those dates only: the releases 1.8 to 1.12 if the 2022 fix
+      was merged, else up to the 2024 rewrite (PR 129387); no release was
+      checked against its tag.
 
     The reproduction is exact where it can be checked: on the forum thread's
     16 values with ``reduce_range=True`` it gives the thread's scale

@@ -28,10 +28,12 @@ arithmetic of the second path, and qlib's 8-bit results can then differ at
 exact ties. Builds without FBGEMM (ARM) round differently again.
 
 The zero point is added before rounding in the first two because the FBGEMM
-bundled with torch 2.13 still defaults to its ``LEGACY`` variant (FBGEMM PR
-#5624 flipped that default later; PyTorch PR #181067 had removed the explicit
-``false`` that used to select the other one). Values exactly halfway between
-integers therefore round differently from ``round(x / scale) + zero_point``.
+headers bundled with torch 2.13 still default to the ``LEGACY`` variant, while
+PyTorch PR #181067 removed the explicit ``false`` that used to select the
+other one, as a no-op after FBGEMM PR #5624 had flipped that default (the
+measured behaviour is certain; this cause is inferred). Values exactly halfway
+between integers therefore round differently from ``round(x / scale) +
+zero_point``.
 
 One quirk of the 4- and 2-bit kernel: it converts with ``lrintf``, which
 overflows for results beyond ±2**63, including ``+inf``; the clamp then turns
