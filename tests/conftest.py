@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
-
-# torch 2.13 warns that quantized dtypes are deprecated on every quantize call;
-# the tests call it hundreds of thousands of times.
-warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
 
 settings.register_profile(
     "ci",
