@@ -5,10 +5,10 @@ Import name ``qlib``; distribution name ``affine-qlib`` (``qlib`` on PyPI and
 Microsoft's ``pyqlib`` are different projects).
 """
 
-from qlib.dequantize import dequantize
-from qlib.explain import Report, explain
-from qlib.fake_quantize import fake_quantize
+from qlib.dequant import dequantize
+from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
+from qlib.mismatch import Report, Row, explain
 from qlib.observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -16,22 +16,28 @@ from qlib.observers import (
     PerChannelMinMaxObserver,
 )
 from qlib.qparams import choose_qparams, observer_range
-from qlib.quantize import quantize
+from qlib.quant import float32_reciprocal, fma_float32, quantize
 from qlib.ranges import qrange
+from qlib.releases import SUPPORTED_RELEASES, torch_release
 
 __all__ = [
+    "SUPPORTED_RELEASES",
     "HistogramObserver",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
     "PerChannelMinMaxObserver",
     "Report",
+    "Row",
     "choose_qparams",
     "dequantize",
     "explain",
     "fake_quantize",
+    "float32_reciprocal",
+    "fma_float32",
     "observer_range",
     "qrange",
     "quantize",
+    "torch_release",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

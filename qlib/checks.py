@@ -35,9 +35,9 @@ def no_nan(x: torch.Tensor, name: str) -> None:
     if torch.isnan(x).any():
         count = int(torch.isnan(x).sum())
         raise ValueError(
-            f"{name} contains {count} NaN value(s). NaN has no integer code: torch 2.13 turns it "
-            "into qmax (8-bit per-tensor), 0 (per-channel) or -2**31 (qint32), depending on the "
-            "kernel. Remove or replace NaN before quantizing (±inf saturates to qmin/qmax)"
+            f"{name} contains {count} NaN value(s). NaN has no integer code: torch turns it into qmax, "
+            "0 or -2**31, depending on the kernel, the dtype, the zero point and the release. "
+            "Remove or replace NaN before quantizing"
         )
 
 

@@ -1,12 +1,13 @@
-"""PyTorch 2.13's ``HistogramObserver``, step by step: build a histogram of
-everything observed, then search it for the range whose quantization has the
-smallest L2 error, and turn that range into scale and zero point.
+"""PyTorch's ``HistogramObserver`` (torch 2.13 and 2.14 run the same code),
+step by step: build a histogram of everything observed, then search it for
+the range whose quantization has the smallest L2 error, and turn that range
+into scale and zero point.
 
 Explained in the book chapter "The histogram observer" (``book/07_histogram``).
 Source: ``torch/ao/quantization/observer.py``, class ``HistogramObserver``
 (methods ``reset_histogram``, ``forward``, ``_combine_histograms``,
 ``_upscale_histogram``, ``_compute_quantization_error``, ``_get_norm`` and
-``_non_linear_param_search``) in torch 2.13; that code dates from PR 129387
+``_non_linear_param_search``) in torch 2.13 and 2.14; that code dates from PR 129387
 (June 2024), which dropped the old downsampling merge and set the upsample rate
 to 16. The search is a port of caffe2's
 ``NormMinimization::NonlinearQuantizationParamsSearch``.
@@ -42,7 +43,7 @@ import torch
 
 from qlib.observers import PER_TENSOR_QSCHEMES, check_observer_args, default_qparams, torch_shaped_qparams
 
-UPSAMPLE_RATE = 16  # torch 2.13: a fixed attribute (it was a constructor argument defaulting to 128 in 1.x)
+UPSAMPLE_RATE = 16  # torch 2.13, 2.14: a fixed attribute (it was a constructor argument defaulting to 128 in 1.x)
 STEP = 1e-5  # the search moves a quantile bound by this fraction of the total mass per step
 
 _FLOAT32 = struct.Struct("f")
@@ -273,7 +274,7 @@ def search_range(
 
 
 class HistogramObserver:
-    """Readable twin of ``torch.ao.quantization.observer.HistogramObserver`` (torch 2.13).
+    """Readable twin of ``torch.ao.quantization.observer.HistogramObserver`` (torch 2.13 and 2.14).
 
     ``obs(x)`` records float32 batch ``x`` in a histogram of ``bins`` bins and
     returns ``x``; ``calculate_qparams()`` searches the histogram for the range
@@ -286,7 +287,7 @@ class HistogramObserver:
     ``zero_point`` is int32 for ``per_tensor_affine`` and int64 for
     ``per_tensor_symmetric``.
 
-    Edge cases, as torch 2.13 where it is well defined:
+    Edge cases, as torch 2.13 and 2.14 where it is well defined:
 
     * an empty batch changes nothing;
     * ±inf values are dropped with a warning (a batch of only ±inf changes
@@ -317,7 +318,7 @@ class HistogramObserver:
       ``min_val``/``max_val``; later copies of the torch.ao-era code have the
       ``int(...)`` cast there, and ``int(combined_min)``/``int(combined_max)``
       for later batches too, beside the old ``_adjust_min_max`` downsampling
-      merge (PR 29790); 2.13 has no cast (PR 129387 rewrote the class);
+      merge (PR 29790); 2.13 and 2.14 have no cast (PR 129387 rewrote the class);
     * read in issue 83672 (Aug 2022): a maintainer says PR 45630 (about Oct
       2020) added the cast by mistake and PR 83755 would fix it; 83755 was
       closed after a CI failure and PR 90355 (Dec 2022) tried again; neither
@@ -329,7 +330,7 @@ class HistogramObserver:
     The reproduction is exact where it can be checked: on the forum thread's
     16 values with ``reduce_range=True`` it gives the thread's scale
     0.01696838 and zero point 34 (and with them torch's quantize gives every
-    code and value the thread printed), where 2.13 gives 0.0180064 and 40.
+    code and value the thread printed), where 2.13 and 2.14 give 0.0180064 and 40.
     Later batches of those releases went through the old merge, which qlib
     does not reproduce, so a legacy observer refuses a second batch (and the
     old reset of a histogram whose ``min == max`` does not arise).

@@ -1,4 +1,4 @@
-"""Min/max observers, readable twins of PyTorch 2.13's ``MinMaxObserver``,
+"""Min/max observers, readable twins of PyTorch's ``MinMaxObserver``,
 ``MovingAverageMinMaxObserver``, ``PerChannelMinMaxObserver`` and
 ``MovingAveragePerChannelMinMaxObserver``.
 
@@ -16,7 +16,7 @@ symmetric, bit-exact with torch's ``_calculate_qparams``) and, for
 ``per_channel_affine_float_qparams``, :func:`float_qparams` below.
 
 Explained in the book chapter "Observers" (``book/06_observers``). Source:
-``torch/ao/quantization/observer.py`` (torch 2.13), ``forward`` and
+``torch/ao/quantization/observer.py`` (torch 2.13 and 2.14: the same code), ``forward`` and
 ``calculate_qparams`` of the four classes and
 ``UniformQuantizationObserverBase._calculate_qparams``;
 ``torch/ao/quantization/utils.py``, ``check_min_max_valid``.
@@ -31,7 +31,7 @@ import torch
 
 from qlib.qparams import choose_qparams, observer_range
 
-# dtypes PyTorch 2.13's observers accept that qlib.ranges knows (qlib has no uint16 or float8 ranges)
+# dtypes PyTorch's observers accept that qlib.ranges knows (qlib has no uint16 or float8 ranges)
 OBSERVER_DTYPES = (
     torch.quint8,
     torch.qint8,

@@ -1,5 +1,6 @@
-"""Choose scale and zero point from an observed range, exactly as PyTorch 2.13's
-``MinMaxObserver`` and ``PerChannelMinMaxObserver`` do in ``calculate_qparams()``.
+"""Choose scale and zero point from an observed range, exactly as PyTorch's
+``MinMaxObserver`` and ``PerChannelMinMaxObserver`` do in
+``calculate_qparams()`` (torch 2.13 and 2.14 run the same code).
 
 Explained in the book chapter "Choosing scale and zero point"
 (``book/05_qparams``). Source: ``torch/ao/quantization/observer.py``,

@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from inputs import mixed_values
 
-from qlib.explain import CAUSES, SHOWN_ROWS, Report, explain
+import qlib
+from qlib.mismatch import CAUSES, SHOWN_ROWS, Report, explain
 from qlib.ranges import DTYPE_RANGES
+
+RELEASE = qlib.torch_release()  # the installed torch, whose integers the references are
 
 F32 = torch.float32
 TWINS = {torch.uint8: torch.quint8, torch.int8: torch.qint8, torch.int32: torch.qint32}
@@ -188,10 +191,10 @@ def test_zero_point_order_at_exact_ties(dtype):
     ks = [-3, 0, 4, 1000] if qmax > 2**16 else [qmin - zp, qmax - zp - 1, 0]
     x = torch.tensor([(k + 0.5) * scale for k in ks], dtype=F32)
     assert torch.equal(x / scale, torch.tensor(ks, dtype=F32) + 0.5)  # exact ties
-    sub_byte = quantized_dtype(dtype) in BITS
-    # torch 2.13 adds the zero point before rounding, except for 4- and 2-bit dtypes;
-    # the reader does the opposite.
-    manual = torch.round(x / scale + zp) if sub_byte else torch.round(x / scale) + zp
+    # torch 2.13 adds the zero point before rounding, except for 4- and 2-bit dtypes; torch 2.14
+    # adds it after everywhere. The reader does the opposite.
+    torch_adds_before = RELEASE == "2.13" and quantized_dtype(dtype) not in BITS
+    manual = torch.round(x / scale) + zp if torch_adds_before else torch.round(x / scale + zp)
     assert (manual != torch_codes(x, scale, zp, dtype).long()).all()
     for report in explain_both_ways(x, manual, scale, zp, dtype):
         assert report.counts == {"zero_point_order": len(ks)}
@@ -238,6 +241,8 @@ def test_precedence_division_before_scale_precision():
     report = explain(x, manual, torch.quantize_per_tensor(x, FBGEMM_SCALE, 0, torch.quint8))
     assert report.counts == {"division_vs_reciprocal": 1}
     assert CAUSES.index("division_vs_reciprocal") < CAUSES.index("scale_precision")
+    assert report.rows[0].hypotheses == ("division_vs_reciprocal", "scale_precision")
+    assert "1 of them has more than one explanation" in str(report)
 
 
 def test_precedence_order_is_the_documented_one():
@@ -279,6 +284,8 @@ def test_per_channel_several_causes(transpose):
     zps = torch.tensor([0, 3])
     x = torch.tensor([[FBGEMM_X, -0.01, 0.6, 0.1], [0.25, 1.25, -3.0, 200.0]])
     manual = torch.round(x / scales[:, None]) + zps[:, None]
+    if RELEASE != "2.13":  # torch adds the zero point after rounding too: this reader adds it before
+        manual[1] = torch.round(x[1] / scales[1] + zps[1])
     expected = {
         (0, 0): "division_vs_reciprocal",
         (0, 1): "clamp_low",
@@ -336,15 +343,21 @@ def test_unexplained_when_reference_is_not_torchs_for_the_given_scale():
 
 def test_unfused_textbook_formula_is_unexplained_but_shown():
     # torch 2.13 rounds x * inv + zp once (FMA); the textbook float32 formula rounds twice.
-    # No cause in the vocabulary names that; the row says so and shows the numbers.
+    # No cause in the vocabulary names that; the row says so and shows the numbers. torch 2.14
+    # adds the zero point after rounding, so there the same manual value is an order difference.
     x = torch.tensor([0.9756817817687988])
     inv = torch.tensor(1.0) / torch.tensor(FORUM_SCALE, dtype=F32)
     manual = torch.round(x * inv + FORUM_ZP)
-    q = torch.quantize_per_tensor(x, FORUM_SCALE, FORUM_ZP, torch.quint8)
-    assert manual.item() != q.int_repr().item()
-    report = explain(x, manual, q)
-    assert report.counts == {"unexplained": 1}
-    assert "without FMA" in report.rows[0].proof
+    installed = torch.quantize_per_tensor(x, FORUM_SCALE, FORUM_ZP, torch.quint8).int_repr()
+    expected = {"2.13": "unexplained", "2.14": "zero_point_order"}
+    for release, cause in expected.items():
+        reference = qlib.quantize(x, FORUM_SCALE, FORUM_ZP, torch.quint8, release=release)
+        if release == RELEASE:
+            assert torch.equal(reference, installed)
+        assert manual.item() != reference.item()
+        report = explain(x, manual, reference, FORUM_SCALE, FORUM_ZP, torch.quint8, release=release)
+        assert report.counts == {cause: 1}
+        assert ("without FMA" in report.rows[0].proof) == (release == "2.13")
 
 
 def test_no_fma_hint_when_the_reference_is_not_torchs_for_the_given_scale():
@@ -374,7 +387,8 @@ def test_str_and_html_tables():
     report = explain(FORUM_X, FORUM_MANUAL, torch.quantize_per_tensor(FORUM_X, FORUM_SCALE, FORUM_ZP, torch.quint8))
     text = str(report)
     assert text.startswith(
-        "2 of 16 elements differ (quint8, scale 0.01696838, zero_point 34, range [0, 255]): 2 clamp_low."
+        f"2 of 16 elements differ (torch {RELEASE}, quint8, scale 0.01696838, zero_point 34, range [0, 255]): "
+        "2 clamp_low."
     )
     lines = text.splitlines()
     assert lines[2].split() == ["index", "x", "manual", "reference", "cause", "proof"]
@@ -435,6 +449,7 @@ def test_every_mismatch_of_a_modelled_reader_is_explained(dtype, reader_name, sc
         i = row.index
         assert (row.manual, row.reference, row.x) == (int(manual[i]), int(reference[i]), x[i].item())
         assert row.cause != "unexplained", row.proof
+        assert row.cause == row.hypotheses[0] and len(set(row.hypotheses)) == len(row.hypotheses)
         if outside[i] and manual[i] == unclamped[i]:
             assert row.cause == ("clamp_low" if unclamped[i] < qmin else "clamp_high"), row.proof
         elif outside[i]:

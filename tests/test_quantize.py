@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from inputs import mixed_values, near_ties, reciprocal32, scales, zero_points
 
 import qlib
-from qlib.quantize import fma_float32
+from qlib.quant import fma_float32
 from qlib.ranges import DTYPE_RANGES
 
 PER_TENSOR = [torch.quint8, torch.qint8, torch.qint32]
@@ -151,7 +151,7 @@ def double_rounding_traps(zero_point: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_fma_single_rounding_on_double_rounding_traps():
-    """The float64 shortcut rounds twice; torch's FMA rounds once; qlib must agree with torch."""
+    """The float64 shortcut rounds twice; torch 2.13's FMA rounds once; qlib must agree with torch."""
     xs, invs = double_rounding_traps(129)
     checked = 0
     for x, inv in zip(xs, invs, strict=False):
@@ -160,9 +160,13 @@ def test_fma_single_rounding_on_double_rounding_traps():
             continue  # no float scale has exactly this reciprocal
         t = x.reshape(1)
         twice = torch.round((t.double() * inv.item() + 129).float())
-        ours = qlib.quantize(t, scale, 129, torch.quint8)
-        assert_same_ints(ours, torch.quantize_per_tensor(t, scale, 129, torch.quint8).int_repr())
-        assert ours.item() != twice.item(), "not a trap: the test builder is wrong"
+        fused = qlib.quantize(t, scale, 129, torch.quint8, release="2.13")
+        assert fused.item() != twice.item(), "not a trap: the test builder is wrong"
+        # the installed release: on 2.13 this checks the single rounding against torch
+        assert_same_ints(
+            qlib.quantize(t, scale, 129, torch.quint8),
+            torch.quantize_per_tensor(t, scale, 129, torch.quint8).int_repr(),
+        )
         checked += 1
     assert checked >= 2
 
@@ -200,3 +204,39 @@ def test_thread_count_does_not_change_torchs_codes(threads):
     finally:
         torch.set_num_threads(before)
     assert_same_ints(qlib.quantize(x, 0.0180064, 41, torch.quint8), expected, f"{threads} thread(s)")
+
+
+@pytest.mark.parametrize("dtype", [torch.quint8, torch.qint8])
+def test_every_zero_point_at_the_ends_of_float32(dtype):
+    """Values far past the range, at every zero point: torch 2.14 adds the zero point in int32 and wraps."""
+    x = torch.tensor([float("inf"), float("-inf"), 3e38, -3e38, 2147483520.0, -2147483648.0, 2147483392.0, 1e9] * 3)
+    qmin, qmax = DTYPE_RANGES[dtype]
+    for zp in range(qmin, qmax + 1):
+        expected = torch.quantize_per_tensor(x, 1.0, zp, dtype).int_repr()
+        assert_same_ints(qlib.quantize(x, 1.0, zp, dtype), expected, f"zero point {zp}")
+
+
+@pytest.mark.parametrize("dtype", PER_TENSOR + list(SUB_BYTE_BITS))
+def test_the_two_releases_at_exact_ties(dtype):
+    """An oracle independent of qlib: Python's round() (half to even) on exact halves, with scale 1.
+
+    torch 2.13 rounds x + zero_point (4- and 2-bit dtypes excepted); torch 2.14 rounds x, then
+    adds the zero point.
+    """
+    qmin, qmax = DTYPE_RANGES[dtype]
+    zp = 1 if qmin < 0 else 3
+    halves = [k + 0.5 for k in range(-6, 6)]
+    x = torch.tensor(halves)
+    for release in ("2.13", "2.14"):
+        before = release == "2.13" and dtype not in SUB_BYTE_BITS
+        expected = [min(max(round(h + zp) if before else round(h) + zp, qmin), qmax) for h in halves]
+        assert qlib.quantize(x, 1.0, zp, dtype, release=release).tolist() == expected, release
+        codes = (
+            torch.quantize_per_channel(x[None], torch.tensor([1.0], dtype=torch.float64), torch.tensor([zp]), 0, dtype)
+            if dtype not in SUB_BYTE_BITS
+            else None
+        )
+        if codes is not None:
+            expected_pc = [min(max(round(h + zp) if release == "2.13" else round(h) + zp, qmin), qmax) for h in halves]
+            ours = qlib.quantize(x[None], torch.tensor([1.0]), torch.tensor([zp]), dtype, axis=0, release=release)
+            assert ours[0].tolist() == expected_pc, release

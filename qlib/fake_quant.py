@@ -1,6 +1,7 @@
 """Fake quantization (quantize, then dequantize, in float32) exactly as
 ``torch.fake_quantize_per_tensor_affine`` and
-``torch.fake_quantize_per_channel_affine`` compute it in PyTorch 2.13.
+``torch.fake_quantize_per_channel_affine`` compute it on x86 CPUs, in torch
+2.13 and 2.14 alike (measured on both).
 
 Explained in the book chapter "Rounding" (``book/04_rounding``).
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.quantize import float32_reciprocal
+from qlib.quant import float32_reciprocal
+from qlib.releases import torch_release
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -22,6 +24,8 @@ def fake_quantize(
     quant_min: int,
     quant_max: int,
     axis: int | None = None,
+    *,
+    release: str | None = None,
 ) -> torch.Tensor:
     """Round ``x`` to the quantization grid and return float32 values on it.
 
@@ -32,11 +36,14 @@ def fake_quantize(
     ``torch.fake_quantize_per_channel_affine`` (1-d ``scale`` and
     ``zero_point``, one per slice along ``axis``) bit for bit.
 
-    Unlike ``torch.quantize_per_tensor`` in 2.13, fake quantization adds the
-    zero point *after* rounding, so a value exactly halfway between two grid
-    points can land on a different one: with scale 1 and zero point 129,
-    ``x = 0.5`` fake-quantizes to 0.0 but ``quantize`` gives code 130 (0.5 + 129
-    = 129.5 rounds to even 130), which dequantizes to 1.0. The per-channel
+    Fake quantization adds the zero point *after* rounding, in both releases.
+    So did ``torch.quantize_per_tensor`` before torch 2.13 and again from
+    2.14; in torch 2.13 it adds it before, so a value exactly halfway between
+    two grid points can land on a different one: with scale 1 and zero point
+    129, ``x = 0.5`` fake-quantizes to 0.0, but 2.13's ``quantize`` gives code
+    130 (0.5 + 129 = 129.5 rounds to even 130), which dequantizes to 1.0.
+    ``release`` (``"2.13"``, ``"2.14"`` or None for the installed torch) is
+    checked, but both compute the same. The per-channel
     ``scale`` is narrowed to float32, as torch requires float32 scales there.
 
     One quirk is reproduced, not fixed: the per-channel kernel converts to
@@ -48,9 +55,6 @@ def fake_quantize(
 
     >>> fake_quantize(torch.tensor([0.5, 1.5, 2.5, 9.0]), 1.0, 129, 0, 255)
     tensor([0., 2., 2., 9.])
-
-    Depends on: qlib.quantize.float32_reciprocal and qlib.checks (argument
-    checks only).
     """
     checks.float32_tensor(x, "x")
     for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
@@ -61,6 +65,7 @@ def fake_quantize(
     if quant_min > quant_max:
         raise ValueError(f"quant_min must not exceed quant_max; got {quant_min} > {quant_max}")
     checks.no_nan(x, "x")
+    torch_release(release)  # the same arithmetic in every supported release
 
     if axis is None:
         s = checks.scale_value(scale)

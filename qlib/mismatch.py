@@ -7,7 +7,8 @@ integers and PyTorch's, and names one cause for every element where the two
 integers differ. A cause is never guessed from the size or sign of the
 difference: each one is a hypothesis about the reader's arithmetic, and it is
 accepted only when recomputing ``x`` under it gives the reader's integer *and*
-recomputing under PyTorch 2.13's arithmetic (``qlib.quantize``) gives PyTorch's.
+recomputing under PyTorch's arithmetic (``qlib.quantize``, for the installed
+torch release or the one named by ``release``) gives PyTorch's.
 
 The reader's arithmetic is modelled as PyTorch's with some of three choices
 made differently: the zero point added on the other side of the rounding, a
@@ -34,21 +35,29 @@ cause                       accepted when
 ``unexplained``             nothing above reproduces both integers (shown, never hidden)
 ==========================  ===============================================================
 
-When several causes reproduce a pair, the first one in this list wins. The
-order runs from the coarsest mistake to the finest, which is also the order in
-which a reader should fix them: a value outside the range is wrong whatever
-the rounding; the zero point's place is a choice of formula; division against
-reciprocal and float64 against float32 are choices of floating-point operation
-and precision that matter only within a few ulps of a tie.
+Several causes can reproduce the same pair: a value just past qmax may be
+both a missing clamp and, recomputed with the zero point on the other side,
+an order difference. Each row then lists every cause that reproduces it
+(``Row.hypotheses``, in the order above) and names the first one as its
+``cause``. That is a rule, not a diagnosis: the order runs from the coarsest
+mistake to the finest, which is also the order in which a reader should fix
+them (a value outside the range is wrong whatever the rounding; the zero
+point's place is a choice of formula; division against reciprocal and float64
+against float32 are choices of floating-point operation and precision that
+matter only within a few ulps of a tie).
 
 Every cause needs PyTorch's value to be what qlib recomputes for the given
 scale, zero point and dtype. Where it is not (a wrong scale, say), the element
 is ``unexplained`` and the report says at how many elements the reference
 disagrees with the recomputation.
 
-One difference has no name in the vocabulary: the 8-bit per-tensor kernel
-rounds ``x * (1/scale) + zero_point`` once (a fused multiply-add), while the
-textbook float32 formula rounds twice. That computation counts as one more
+PyTorch's own arithmetic depends on the release: torch 2.14 adds the zero
+point after rounding on every path, torch 2.13 before (except for 4- and 2-bit
+dtypes), so the same hand computation has different causes on the two.
+
+One difference has no name in the vocabulary: torch 2.13's 8-bit per-tensor
+kernel rounds ``x * (1/scale) + zero_point`` once (a fused multiply-add), while
+the textbook float32 formula rounds twice. That computation counts as one more
 unclamped value for the clamp and wraparound causes, and an ``unexplained`` row
 that it reproduces says so in its proof.
 """
@@ -58,13 +67,14 @@ from __future__ import annotations
 import html
 import itertools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from qlib import checks
-from qlib.quantize import CODE_DTYPES, SUB_BYTE, fma_float32, quantize
+from qlib.quant import CODE_DTYPES, SUB_BYTE, fma_float32, quantize
 from qlib.ranges import DTYPE_RANGES
+from qlib.releases import torch_release
 
 CAUSES: tuple[str, ...] = (
     "clamp_low",
@@ -110,11 +120,21 @@ SHOWN_ROWS = 50  # rows printed by str() and the HTML table; Report.rows holds a
 class Row:
     """One element where the reader's integer differs from PyTorch's.
 
+    ``cause`` is the first of ``hypotheses``, every cause that reproduces both
+    integers, in order of precedence (``("unexplained",)`` when none does).
     ``unclamped`` is the value before any clamp under ``manual_rule`` (under
     ``reference_rule`` for ``unexplained``); ``manual_input`` and
     ``reference_input`` are the numbers each rule rounds; ``recomputed`` is
     PyTorch's integer as qlib recomputes it (equal to ``reference`` unless the
-    scale, zero point or dtype are not the ones PyTorch used).
+    scale, zero point or dtype are not the ones PyTorch used); ``proof`` shows
+    the numbers that prove ``cause``.
+
+    Chapter: "Debugging a mismatch" (book/08_debugging).
+
+    >>> x = torch.tensor([-0.1])
+    >>> row = explain(x, torch.tensor([-6]), torch.tensor([0], dtype=torch.uint8), 0.0169, 0, torch.quint8).rows[0]
+    >>> row.cause, row.hypotheses, row.unclamped, row.recomputed
+    ('clamp_low', ('clamp_low',), -6, 0)
     """
 
     index: tuple[int, ...]
@@ -131,6 +151,7 @@ class Row:
     reference_rule: str
     reference_input: float
     proof: str
+    hypotheses: tuple[str, ...] = ()
 
 
 @dataclass
@@ -152,6 +173,7 @@ class Report:
     numel: int = 0
     setting: str = ""
     reference_not_recomputed: int = 0
+    release: str = ""
 
     def _summary(self) -> list[str]:
         if not self.rows:
@@ -159,11 +181,17 @@ class Report:
         else:
             counts = ", ".join(f"{self.counts[c]} {c}" for c in CAUSES if self.counts[c])
             lines = [f"{len(self.rows)} of {self.numel} elements differ ({self.setting}): {counts}."]
+            several = sum(len(row.hypotheses) > 1 for row in self.rows)
+            if several:
+                lines.append(
+                    f"{several} of them {'has' if several == 1 else 'have'} more than one explanation; each row "
+                    "names the first in order of precedence (all are in its .hypotheses)."
+                )
         if self.reference_not_recomputed:
             lines.append(
-                f"Warning: reference differs at {self.reference_not_recomputed} element(s) from PyTorch 2.13's "
-                "arithmetic recomputed with this scale, zero_point and dtype; check that they are the ones "
-                "PyTorch used."
+                f"Warning: reference differs at {self.reference_not_recomputed} element(s) from torch "
+                f"{self.release}'s arithmetic recomputed with this scale, zero_point and dtype; check that they "
+                "are the ones PyTorch used."
             )
         return lines
 
@@ -215,6 +243,8 @@ def explain(
     zero_point: int | torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     axis: int | None = None,
+    *,
+    release: str | None = None,
 ) -> Report:
     """Name, for every element where ``manual`` differs from ``reference``, the cause of the difference.
 
@@ -225,31 +255,31 @@ def explain(
     also for 4- and 2-bit dtypes). ``scale`` and ``zero_point`` are numbers, or
     1-d tensors with one value per slice along ``axis`` for per-channel
     quantization; with a quantized ``reference`` they, ``dtype`` and ``axis``
-    default to the reference's own. The module docstring lists the causes and
-    their precedence; the report's ``counts`` maps cause to number of elements
-    and its ``rows`` give index, x, both integers, the cause and the proving
-    numbers.
+    default to the reference's own. ``release`` (``"2.13"``, ``"2.14"``; None:
+    the installed torch) is the release whose arithmetic produced
+    ``reference``. The module docstring lists the causes and their precedence;
+    the report's ``counts`` maps cause to number of elements and its ``rows``
+    give index, x, both integers, the cause and the proving numbers.
 
     Chapter: "Debugging a mismatch" (book/08_debugging).
 
     >>> x = torch.tensor([-0.1, 0.5, 0.25])
     >>> manual = torch.round(x / 0.5) + 1  # no clamp, zero point after rounding
     >>> reference = torch.tensor([1, 2, 2], dtype=torch.uint8)  # torch.quantize_per_tensor(x, 0.5, 1, torch.quint8)
-    >>> report = explain(x, manual, reference, 0.5, 1, torch.quint8)
+    >>> report = explain(x, manual, reference, 0.5, 1, torch.quint8, release="2.13")
     >>> dict(report.counts)
     {'zero_point_order': 1}
     >>> report.rows[0].proof
     'rint(x * (1/scale)) + zp in float32: rint(0.5) + 1 = 1; torch: rint(fma(x, 1/scale, zp)) in float32: rint(1.5) = 2'
-
-    Depends on: qlib.quantize (PyTorch's integers and its float32 FMA),
-    qlib.ranges.DTYPE_RANGES and qlib.checks (argument checks).
     """
     checks.float32_tensor(x, "x")
     checks.no_nan(x, "x")
     manual = _manual_values(manual, x.shape)
     reference, scale, zero_point, dtype, axis = _reference_values(reference, x.shape, scale, zero_point, dtype, axis)
+    release = torch_release(release)
     qmin, qmax = DTYPE_RANGES[dtype]
-    recomputed = quantize(x, scale, zero_point, dtype, axis).long()  # also checks scale, zero_point, axis
+    # also checks scale, zero_point and axis
+    recomputed = quantize(x, scale, zero_point, dtype, axis, release=release).long()
 
     if axis is None:
         s, z = checks.scale_value(scale), checks.zero_point_value(zero_point, qmin, qmax)
@@ -267,18 +297,22 @@ def explain(
     idx = differ.nonzero()
     m, r, t = manual[differ], reference[differ], recomputed[differ]
     xs, ss, zs = x[differ], s_all[differ], z_all[differ]
-    path = "after" if dtype in SUB_BYTE else ("fma" if axis is None and qmax - qmin == 255 else "two_roundings")
+    if release != "2.13" or dtype in SUB_BYTE:
+        path = "after"
+    else:
+        path = "fma" if axis is None and qmax - qmin == 255 else "two_roundings"
     computations = VARIANTS + [UNFUSED] if path == "fma" else VARIANTS
     arith = {v: _arithmetic(xs, s if axis is None else ss, z if axis is None else zs, v, path) for v in computations}
-    found = _decide(m, r, t, arith, dtype)
+    found, hypotheses = _decide(m, r, t, arith, dtype)
 
     rows = []
     for k in range(len(m)):
         cause, variant, other, wrap = found[k]
-        rows.append(_row(k, idx, xs, m, r, t, ss, zs, arith, cause, variant, other, wrap, path, qmin, qmax))
+        row = _row(k, idx, xs, m, r, t, ss, zs, arith, cause, variant, other, wrap, path, qmin, qmax)
+        rows.append(replace(row, hypotheses=hypotheses[k]))
     counts = Counter({c: n for c in CAUSES if (n := sum(row.cause == c for row in rows))})
     not_recomputed = int((reference != recomputed).sum())
-    return Report(rows, counts, x.numel(), setting, not_recomputed)
+    return Report(rows, counts, x.numel(), f"torch {release}, {setting}", not_recomputed, release)
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -425,16 +459,24 @@ def _arithmetic(
     return rounded, unclamped
 
 
-def _decide(m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtype: torch.dtype) -> list[tuple]:
-    """(cause, variant, other variant, wrap) for each differing element, trying causes in precedence order."""
+def _decide(
+    m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtype: torch.dtype
+) -> tuple[list[tuple], list[tuple[str, ...]]]:
+    """For each differing element: (cause, variant, other variant, wrap) of the first cause in
+    precedence order that reproduces it, and every cause that does."""
     qmin, qmax = DTYPE_RANGES[dtype]
     n = len(m)
     found: list[tuple | None] = [None] * n
-    open_ = r == t  # no cause can be proven where PyTorch's value is not reproduced
+    causes: list[list[str]] = [[] for _ in range(n)]
+    reproduced = r == t  # no cause can be proven where PyTorch's value is not reproduced
+    open_ = reproduced.clone()
     mf, rf = m.double(), r.double()
 
     def claim(hit: torch.Tensor, result: tuple) -> None:
-        for k in hit.nonzero().flatten().tolist():
+        for k in (hit & reproduced).nonzero().flatten().tolist():
+            if result[0] not in causes[k]:
+                causes[k].append(result[0])
+        for k in (hit & open_).nonzero().flatten().tolist():
             found[k] = result
         open_[hit] = False
 
@@ -442,7 +484,7 @@ def _decide(m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtyp
         end = qmin if below else qmax
         beyond = (mf < qmin) if below else (mf > qmax)
         for v in arith:
-            claim(open_ & beyond & (r == end) & (arith[v][1] == mf), (cause, v, (), None))
+            claim(beyond & (r == end) & (arith[v][1] == mf), (cause, v, (), None))
 
     for v in arith:
         u = arith[v][1]
@@ -452,7 +494,7 @@ def _decide(m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtyp
         for wrap in WRAPS[dtype]:
             _, modulus, low = wrap
             wrapped = (ints - low).remainder(modulus) + low
-            claim(open_ & outside & (wrapped == m) & (rf == saturated), ("wraparound", v, (), wrap))
+            claim(outside & (wrapped == m) & (rf == saturated), ("wraparound", v, (), wrap))
 
     def value(v: tuple[str, ...]) -> torch.Tensor:
         return t.double() if not v else arith[v][1].clamp(qmin, qmax)
@@ -461,9 +503,10 @@ def _decide(m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtyp
         for v in VARIANTS:
             if choice in v:
                 other = tuple(c for c in v if c != choice)
-                claim(open_ & (value(v) == mf) & (value(other) == rf), (cause, v, other, None))
+                claim((value(v) == mf) & (value(other) == rf), (cause, v, other, None))
 
-    return [f if f is not None else ("unexplained", None, (), None) for f in found]
+    first = [f if f is not None else ("unexplained", None, (), None) for f in found]
+    return first, [tuple(c) if c else ("unexplained",) for c in causes]
 
 
 def _rule(variant: tuple[str, ...] | None, path: str) -> str:

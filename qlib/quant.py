@@ -1,0 +1,217 @@
+"""Quantize float32 tensors exactly as ``torch.quantize_per_tensor`` and
+``torch.quantize_per_channel`` do on x86 CPUs, in torch 2.13 and 2.14.
+
+Explained in the book chapters "The affine map" and "Rounding"
+(``book/02_affine_map``, ``book/04_rounding``).
+
+Every path narrows the scale to float32, multiplies by its float32 reciprocal
+``inv = 1.0f / scale`` (never divides), rounds half to even and clamps to the
+dtype's full range. What differs, between paths and between releases, is
+where the zero point is added:
+
+* torch 2.14 adds it *after* rounding on every path: ``rint(float32(x * inv))
+  + zero_point``. The 8-bit per-tensor kernel (FBGEMM ``QuantizeAvx2`` in
+  ``src/QuantUtilsAvx2.cc``) adds it as an int32, which wraps around for
+  results beyond about ±2**31: there ``+inf`` (or any ``x * inv >= 2**31 -
+  128``) with a zero point of 128 or more gives code ``qmin``, not ``qmax``, and
+  ``-inf`` with a negative zero point gives ``qmax``. qint32 and per-channel
+  (FBGEMM's scalar ``Quantize`` in ``include/fbgemm/QuantUtils.h``) add it in
+  float32.
+* torch 2.13 adds it *before* rounding, except on the 4- and 2-bit path: the
+  8-bit per-tensor kernel computes ``rint(fma(x, inv, zero_point))``, one
+  float32 rounding of ``x * inv + zero_point`` (a fused multiply-add); qint32
+  and per-channel compute ``rint(float32(float32(x * inv) + zero_point))``, two
+  roundings. This is FBGEMM's ``LEGACY`` variant: the FBGEMM headers inside
+  the torch 2.13 wheel default ``LEGACY`` to ``true``, and PyTorch PR 181067
+  had removed the explicit ``false`` that used to select the other variant;
+  FBGEMM PR 5624 flipped the default, and torch 2.14 bundles that FBGEMM.
+* 4- and 2-bit (quint4x2, quint2x4), both releases: ``rint(float32(x * inv)) +
+  zero_point`` in float32 (ATen's
+  ``quantize_tensor_per_tensor_affine_sub_byte_cpu``), converted with
+  ``lrintf``, which overflows for results beyond ±2**63 (``+inf`` included):
+  the clamp then turns them into code 0, not 15.
+
+The 8-bit fast path needs a CPU with AVX2 and FMA (FBGEMM checks both at run
+time, in ``src/QuantUtils.cc``); elsewhere FBGEMM falls back to its scalar
+``Quantize``, which torch 2.13 runs with two roundings instead of one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qlib import checks
+from qlib.ranges import DTYPE_RANGES
+from qlib.releases import torch_release
+
+# Storage dtype of the integer codes for each dtype quantize accepts.
+CODE_DTYPES: dict[torch.dtype, torch.dtype] = {
+    torch.quint8: torch.uint8,
+    torch.qint8: torch.int8,
+    torch.qint32: torch.int32,
+    torch.quint4x2: torch.uint8,
+    torch.quint2x4: torch.uint8,
+    torch.uint8: torch.uint8,
+    torch.int8: torch.int8,
+    torch.int32: torch.int32,
+}
+SUB_BYTE = (torch.quint4x2, torch.quint2x4)
+CHUNK = 2**18  # elements per piece: 2 MiB of float64 intermediates
+
+# FBGEMM's 8-bit vector kernel clamps x * inv to this, the largest float32 below 2**31, before
+# converting to int32 (torch 2.14 then adds the zero point in int32, which can wrap around).
+INT32_FLOAT_MAX = 2147483520.0
+INT32_MIN = -(2**31)
+
+# Bits a float64 has beyond a float32's 24-bit significand, and the pattern of
+# a float64 lying exactly halfway between two neighbouring float32 values.
+_DROPPED_BITS_MASK = (1 << 29) - 1
+_HALFWAY_PATTERN = 1 << 28
+
+
+def float32_reciprocal(scale: float) -> float:
+    """``1.0f / (float)scale``: the reciprocal PyTorch's kernels multiply by.
+
+    Chapter: "Rounding" (book/04_rounding).
+
+    >>> float32_reciprocal(0.1)
+    10.0
+    """
+    return (torch.tensor(1.0) / torch.tensor(scale, dtype=torch.float32)).item()
+
+
+def fma_float32(x: torch.Tensor, inv: float, zero_point: int) -> torch.Tensor:
+    """``x * inv + zero_point`` rounded once to float32, like an FMA instruction.
+
+    ``x * inv`` is exact in float64 (24-bit times 24-bit significands), so the
+    float64 sum is rounded once. Rounding that to float32 is the FMA's answer
+    except when the float64 sum lies exactly halfway between two float32 values
+    but the true sum does not (double rounding); those few elements are moved
+    one float64 step towards the true sum before the final rounding.
+
+    Chapter: "Rounding" (book/04_rounding).
+
+    >>> fma_float32(torch.tensor([0.25]), 2.0, 3)
+    tensor([3.5000])
+    """
+    v = x.double().mul_(inv).add_(zero_point)
+    halfway = (v.view(torch.int64) & _DROPPED_BITS_MASK) == _HALFWAY_PATTERN
+    if halfway.any():
+        idx = halfway.nonzero(as_tuple=True)
+        product = x[idx].double() * inv
+        total = v[idx]
+        # TwoSum (Knuth): total + error == product + zero_point exactly.
+        part = total - product
+        error = (product - (total - part)) + (zero_point - part)
+        toward = torch.where(error > 0, float("inf"), float("-inf")).double()
+        v[idx] = torch.where(error == 0, total, torch.nextafter(total, toward))
+    return v.float()
+
+
+def quantize(
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    dtype: torch.dtype,
+    axis: int | None = None,
+    *,
+    release: str | None = None,
+) -> torch.Tensor:
+    """Quantize float32 ``x`` to integer codes, bit for bit like PyTorch on an x86 CPU.
+
+    With ``axis=None`` this equals ``torch.quantize_per_tensor(x, scale,
+    zero_point, dtype).int_repr()``; with an ``axis`` it equals
+    ``torch.quantize_per_channel(x, scale, zero_point, axis, dtype).int_repr()``,
+    where ``scale`` and ``zero_point`` are 1-d tensors with one value per slice
+    along ``axis``. ``release`` (``"2.13"`` or ``"2.14"``; None: the installed
+    torch) chooses whose arithmetic; the module docstring lists each path's.
+
+    ``dtype`` is a quantized dtype (``torch.quint8``, ``qint8``, ``qint32``,
+    ``quint4x2``, ``quint2x4``) or a plain one (``torch.uint8``, ``int8``,
+    ``int32``), which is quantized like its quantized twin. The result is a
+    plain integer tensor; 4- and 2-bit codes come one per ``uint8`` element,
+    not packed as ``int_repr()`` packs them. Codes are clamped to the dtype's
+    full range (``quint8``: 0..255, even if the observer used
+    ``reduce_range``). Values far past the range, ``±inf`` included, saturate
+    to the range's ends except where torch's kernels wrap around (see the
+    module docstring); NaN raises ``ValueError`` (torch's result for NaN
+    depends on the kernel).
+
+    Chapters: "The affine map" (book/02_affine_map), "Rounding" (book/04_rounding).
+
+    >>> quantize(torch.tensor([-1.0, 0.0, 0.26, 9.0]), 0.1, 3, torch.quint8)
+    tensor([ 0,  3,  6, 93], dtype=torch.uint8)
+    >>> quantize(torch.tensor([0.5, 1.5, 2.5]), 1.0, 129, torch.quint8, release="2.13")
+    tensor([130, 130, 132], dtype=torch.uint8)
+    >>> quantize(torch.tensor([0.5, 1.5, 2.5]), 1.0, 129, torch.quint8, release="2.14")
+    tensor([129, 131, 131], dtype=torch.uint8)
+    """
+    checks.float32_tensor(x, "x")
+    if dtype not in CODE_DTYPES:
+        allowed = ", ".join(str(d) for d in CODE_DTYPES)
+        raise TypeError(f"dtype must be one of {allowed}; got {dtype!r}")
+    zero_point_first = torch_release(release) == "2.13"
+    checks.no_nan(x, "x")
+    qmin, qmax = DTYPE_RANGES[dtype]
+
+    if axis is None:
+        s = checks.scale_value(scale)
+        z = checks.zero_point_value(zero_point, qmin, qmax)
+        inv = float32_reciprocal(s)
+        flat = x.reshape(-1)
+        codes = torch.empty(flat.shape, dtype=CODE_DTYPES[dtype])
+        # Work in cache-sized pieces: the intermediates then never leave the
+        # CPU cache, which makes this several times faster.
+        for start in range(0, flat.numel(), CHUNK):
+            piece = flat[start : start + CHUNK]
+            codes[start : start + CHUNK] = per_tensor_codes(piece, inv, z, dtype, zero_point_first)
+        return codes.view(x.shape)
+
+    if dtype in SUB_BYTE:
+        raise TypeError(f"torch quantizes {dtype} per tensor only; use axis=None")
+    axis = checks.axis_value(axis, x.dim())
+    n = x.shape[axis]
+    s = checks.channel_scales(scale, n, axis)
+    z = checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
+    shape = checks.channel_shape(x.dim(), axis)
+    inv = (1.0 / s.float()).view(shape)
+    zf = z.float().view(shape)  # FBGEMM's scalar Quantize adds the int32 zero point to a float
+    q = torch.round(x * inv + zf) if zero_point_first else torch.round(x * inv) + zf
+    return q.double().clamp_(qmin, qmax).to(CODE_DTYPES[dtype])
+
+
+def per_tensor_codes(
+    x: torch.Tensor, inv: float, zero_point: int, dtype: torch.dtype, zero_point_first: bool
+) -> torch.Tensor:
+    """Integer-valued codes of ``x`` for one scale's reciprocal ``inv``, clamped to ``dtype``'s range.
+
+    The per-tensor kernels of the module docstring: ``zero_point_first=True``
+    is torch 2.13's arithmetic, ``False`` torch 2.14's.
+
+    Chapter: "Rounding" (book/04_rounding).
+
+    >>> per_tensor_codes(torch.tensor([0.5, 1.5]), 1.0, 129, torch.quint8, zero_point_first=True)
+    tensor([130., 130.])
+    >>> per_tensor_codes(torch.tensor([0.5, 1.5]), 1.0, 129, torch.quint8, zero_point_first=False)
+    tensor([129., 131.])
+    """
+    qmin, qmax = DTYPE_RANGES[dtype]
+    if dtype in SUB_BYTE:
+        q = torch.round(x * inv) + zero_point
+        # lrintf() overflows to INT64_MIN beyond ±2**63 (and for ±inf): torch then clamps to qmin
+        return torch.where(q.abs() < 2.0**63, q, float(qmin)).clamp_(qmin, qmax)
+    if qmax - qmin > 255:
+        # 32-bit: the float32 sum, clamped in float64, where 2**31 - 1 is exact
+        q = torch.round(x * inv + zero_point) if zero_point_first else torch.round(x * inv) + zero_point
+        return q.double().clamp_(qmin, qmax)
+    if zero_point_first:
+        return torch.round(fma_float32(x, inv, zero_point)).clamp_(qmin, qmax)
+    rounded = torch.round(x * inv)
+    # Exact below 2**24; beyond, the sum clamps to the same end whatever its rounding.
+    q = (rounded + zero_point).clamp_(qmin, qmax)
+    # The int32 add of the zero point wraps around at the ends of the int32 range.
+    if zero_point >= 128:
+        q[rounded >= INT32_FLOAT_MAX] = qmin
+    elif zero_point < 0:
+        q[rounded <= INT32_MIN] = qmax
+    return q
