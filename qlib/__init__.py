@@ -15,6 +15,7 @@ from qlib.observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from qlib.probing import Probe, probe
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quant import float32_reciprocal, fma_float32, quantize
 from qlib.ranges import qrange
@@ -27,6 +28,7 @@ __all__ = [
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
     "PerChannelMinMaxObserver",
+    "Probe",
     "Report",
     "Row",
     "choose_qparams",
@@ -36,6 +38,7 @@ __all__ = [
     "float32_reciprocal",
     "fma_float32",
     "observer_range",
+    "probe",
     "qrange",
     "quantize",
     "torch_release",
