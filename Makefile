@@ -6,6 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The book's numbers are torch 2.14.1's (requirements.txt). qlib is also exact with torch 2.13.0:
+# its tests and every chapter's code run against that release too, in a second environment.
+OLD_TORCH := 2.13.0
+VENV_OLD := .venv-$(OLD_TORCH)
+STAMP_OLD := $(VENV_OLD)/.installed
+TORCH := $(shell sed -n 's/^torch==//p' requirements.txt)
 # The notebook kernel is started as `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONHASHSEED := 0
@@ -13,7 +19,8 @@ export PYTHONHASHSEED := 0
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.md))
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
 
-.PHONY: venv book test lint unit notebooks book-strict browser chapter chapters fmt bench clean
+.PHONY: venv venv-old book test lint unit unit-old notebooks notebooks-old book-strict pages browser chapter \
+	chapters fmt bench clean history
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +29,25 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# the same pins, with torch at $(OLD_TORCH)
+$(STAMP_OLD): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV_OLD)
+	$(VENV_OLD)/bin/python -m pip install --quiet --upgrade pip
+	sed 's/^torch==.*/torch==$(OLD_TORCH)/' requirements.txt > $(VENV_OLD)/requirements.txt
+	$(VENV_OLD)/bin/python -m pip install --quiet -r $(VENV_OLD)/requirements.txt
+	$(VENV_OLD)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP_OLD)
+
 venv: $(STAMP)
+venv-old: $(STAMP_OLD)
 
 ## make book: the rendered book in _build/html/index.html
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-## make test: lint, qlib's tests, every chapter under nbval, the book build, the book in a browser
-test: lint unit notebooks book-strict browser
+## make test: lint; qlib's tests on both torch releases; every chapter under nbval (torch $(TORCH))
+## and executed on torch $(OLD_TORCH); the book build; the book in a browser
+test: lint unit unit-old notebooks notebooks-old book-strict pages browser
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
@@ -37,15 +55,32 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check qlib tests benchmarks _ext book
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --durations=5 --ignore=tests/browser
+	QLIB_EXPECT_TORCH=$(TORCH) $(BIN)/python -m pytest tests -q --durations=5 --ignore=tests/browser \
+		--ignore=tests/pages
+
+## qlib against torch $(OLD_TORCH) (the checks of the repository's files, which need no torch, run once above)
+unit-old: $(STAMP_OLD)
+	QLIB_EXPECT_TORCH=$(OLD_TORCH) $(VENV_OLD)/bin/python -m pytest tests -q --durations=5 --ignore=tests/browser \
+		--ignore=tests/pages --ignore=tests/test_pairing.py --ignore=tests/test_binder_colab.py \
+		--ignore=tests/test_citations.py
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg \
 		-q --durations=0 $(NOTEBOOKS)
 
+## every chapter executed on torch $(OLD_TORCH): every cell must run and every assert hold; the stored
+## outputs are torch $(TORCH)'s, so they are not compared (nbval's lax mode)
+notebooks-old: $(STAMP_OLD)
+	PATH="$(CURDIR)/$(VENV_OLD)/bin:$$PATH" $(VENV_OLD)/bin/python -m pytest --nbval-lax --nbval-current-env \
+		-q --durations=0 $(NOTEBOOKS)
+
 book-strict: $(STAMP)
 	rm -rf _build/html
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## make pages: the code each built chapter page shows runs as printed, in a fresh IPython
+pages: book-strict
+	$(BIN)/python -m pytest tests/pages -q --durations=5
 
 ## make browser: open every page of the built book in Chromium (screenshots: artifacts/screenshots/).
 ## Without Chromium it is skipped, and says so; with REQUIRE_BROWSER=1 (as .ci/run sets) it fails.
@@ -82,3 +117,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build
+
+## make history: install each torch release in a throwaway venv and measure how it quantizes (slow; not part of make test)
+history:
+	bash history/sweep.sh
