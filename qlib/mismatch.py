@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -114,6 +115,7 @@ WRAPS: dict[torch.dtype, list[tuple[str, int, int]]] = {
 MANUAL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 MANUAL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SHOWN_ROWS = 50  # rows printed by str() and the HTML table; Report.rows holds all
+WIDTH = 100  # characters per line of str(report): a laptop's page
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,20 @@ class Row:
 
 @dataclass
 class Report:
-    """What ``explain`` found: ``counts`` (cause -> elements) and ``rows`` (one per differing element).
+    """What ``explain`` found.
 
-    ``str(report)`` is a plain-text table; in a notebook it shows as an HTML table.
+    Fields: ``rows``, one :class:`Row` per differing element, in index order;
+    ``counts``, cause -> number of rows naming it (a ``Counter``: absent causes
+    count 0); ``numel``, the number of elements compared; ``setting``, the
+    release, dtype, scale and zero point (or axis) in words;
+    ``reference_not_recomputed``, the number of elements where ``reference``
+    differs from qlib's recomputation of torch's arithmetic (0 unless the scale,
+    zero point or dtype passed are not the ones torch used); ``release``, the
+    torch release whose arithmetic was assumed.
+
+    ``str(report)`` is a plain-text table at most 100 characters wide, each
+    row's proof wrapped beneath it; in a notebook the report shows as an HTML
+    table. Only the first 50 rows are printed; ``rows`` holds all.
 
     Chapter: "Debugging a mismatch" (book/08_debugging).
 
@@ -177,43 +190,48 @@ class Report:
 
     def _summary(self) -> list[str]:
         if not self.rows:
-            lines = [f"manual and reference agree at all {self.numel} elements ({self.setting}): nothing differs."]
+            everything = "the only element" if self.numel == 1 else f"all {self.numel:,} elements"
+            lines = [f"manual and reference agree at {everything}: nothing differs.", f"({self.setting})"]
         else:
-            counts = ", ".join(f"{self.counts[c]} {c}" for c in CAUSES if self.counts[c])
-            lines = [f"{len(self.rows)} of {self.numel} elements differ ({self.setting}): {counts}."]
+            counts = ", ".join(f"{self.counts[c]:,} {c}" for c in CAUSES if self.counts[c])
+            differ = "element differs" if len(self.rows) == 1 else "elements differ"
+            lines = [f"{len(self.rows):,} of {self.numel:,} {differ}: {counts}.", f"({self.setting})"]
             several = sum(len(row.hypotheses) > 1 for row in self.rows)
             if several:
                 lines.append(
-                    f"{several} of them {'has' if several == 1 else 'have'} more than one explanation; each row "
-                    "names the first in order of precedence (all are in its .hypotheses)."
+                    f"{_count(several, 'row')} {'has' if several == 1 else 'have'} more than one explanation; "
+                    "each names the first in order of precedence (all are in its .hypotheses)."
                 )
         if self.reference_not_recomputed:
             lines.append(
-                f"Warning: reference differs at {self.reference_not_recomputed} element(s) from torch "
+                f"Warning: reference differs at {_count(self.reference_not_recomputed, 'element')} from torch "
                 f"{self.release}'s arithmetic recomputed with this scale, zero_point and dtype; check that they "
                 "are the ones PyTorch used."
             )
         return lines
 
     def _table(self) -> tuple[list[str], list[list[str]]]:
-        head = ["index", "x", "manual", "reference", "cause", "proof"]
+        head = ["index", "x", "manual", "reference", "cause"]
         body = [
-            [str(r.index), repr(r.x), str(r.manual), str(r.reference), r.cause, r.proof] for r in self.rows[:SHOWN_ROWS]
+            [_index(r.index), f"{r.x:.9g}", str(r.manual), str(r.reference), r.cause] for r in self.rows[:SHOWN_ROWS]
         ]
         return head, body
 
     def _more(self) -> str | None:
         hidden = len(self.rows) - SHOWN_ROWS
-        return f"... {hidden} more row(s) in .rows" if hidden > 0 else None
+        return f"... {_count(hidden, 'more row')} in .rows" if hidden > 0 else None
 
     def __str__(self) -> str:
-        lines = self._summary()
+        """The summary, then each row with its proof wrapped beneath it, in at most WIDTH characters."""
+        lines = [wrapped for line in self._summary() for wrapped in textwrap.wrap(line, WIDTH)]
         if self.rows:
             head, body = self._table()
             widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
             lines.append("")
-            for line in [head, *body]:
-                lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(head, widths, strict=True)).rstrip())
+            for row, cells in zip(self.rows, body, strict=False):
+                lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
+                lines.extend(textwrap.wrap(row.proof, WIDTH, initial_indent="    ", subsequent_indent="    "))
             if self._more():
                 lines.append(self._more())
         return "\n".join(lines)
@@ -221,18 +239,29 @@ class Report:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
+        """The same as an HTML table, the proof in a full-width row under each element, so it wraps."""
         parts = [f"<p>{html.escape(line)}</p>" for line in self._summary()]
         if self.rows:
             head, body = self._table()
-            parts.append("<table>")
+            parts.append('<table class="qlib-report">')
             parts.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>")
             parts.append("<tbody>")
-            for line in body:
-                parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in line) + "</tr>")
+            for row, cells in zip(self.rows, body, strict=False):
+                parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+                parts.append(f'<tr class="proof"><td colspan="{len(head)}">{html.escape(row.proof)}</td></tr>')
             parts.append("</tbody></table>")
             if self._more():
                 parts.append(f"<p>{html.escape(self._more())}</p>")
         return "\n".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,234 elements``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _index(index: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, index)) + ")"
 
 
 def explain(
@@ -283,13 +312,13 @@ def explain(
 
     if axis is None:
         s, z = checks.scale_value(scale), checks.zero_point_value(zero_point, qmin, qmax)
-        setting = f"{_name(dtype)}, scale {s!r}, zero_point {z}, range [{qmin}, {qmax}]"
+        setting = f"{_name(dtype)}, scale {s!r}, zero point {z}, codes {qmin}..{qmax}"
         s_all, z_all = torch.full(x.shape, s, dtype=torch.float64), torch.full(x.shape, z, dtype=torch.int64)
     else:
         axis = checks.axis_value(axis, x.dim())
         s = checks.channel_scales(scale, x.shape[axis], axis)
         z = checks.channel_zero_points(zero_point, x.shape[axis], axis, qmin, qmax)
-        setting = f"{_name(dtype)}, per channel along axis {axis}, range [{qmin}, {qmax}]"
+        setting = f"{_name(dtype)}, per channel along axis {axis}, codes {qmin}..{qmax}"
         shape = checks.channel_shape(x.dim(), axis)
         s_all, z_all = s.view(shape).expand(x.shape), z.view(shape).expand(x.shape)
 

@@ -242,7 +242,7 @@ def test_precedence_division_before_scale_precision():
     assert report.counts == {"division_vs_reciprocal": 1}
     assert CAUSES.index("division_vs_reciprocal") < CAUSES.index("scale_precision")
     assert report.rows[0].hypotheses == ("division_vs_reciprocal", "scale_precision")
-    assert "1 of them has more than one explanation" in str(report)
+    assert "1 row has more than one explanation" in str(report)
 
 
 def test_precedence_order_is_the_documented_one():
@@ -338,7 +338,7 @@ def test_unexplained_when_reference_is_not_torchs_for_the_given_scale():
     row = report.rows[0]
     assert (row.reference, row.recomputed) == (4, 2)
     assert "not reference 4" in row.proof
-    assert "Warning: reference differs at 2 element(s)" in str(report)
+    assert "Warning: reference differs at 2 elements from torch" in str(report)
 
 
 def test_unfused_textbook_formula_is_unexplained_but_shown():
@@ -379,6 +379,10 @@ def test_nothing_differs():
     report = explain(FORUM_X, q.int_repr(), q)
     assert report.rows == [] and report.counts == {} and report.counts["clamp_low"] == 0
     assert str(report).startswith("manual and reference agree at all 16 elements")
+    one = explain(
+        FORUM_X[..., :1, :1], q.int_repr()[..., :1, :1], q.int_repr()[..., :1, :1], FORUM_SCALE, FORUM_ZP, torch.quint8
+    )
+    assert str(one).startswith("manual and reference agree at the only element")
     assert "nothing differs" in str(report) and "nothing differs" in report._repr_html_()
     assert "<table>" not in report._repr_html_()
 
@@ -386,17 +390,22 @@ def test_nothing_differs():
 def test_str_and_html_tables():
     report = explain(FORUM_X, FORUM_MANUAL, torch.quantize_per_tensor(FORUM_X, FORUM_SCALE, FORUM_ZP, torch.quint8))
     text = str(report)
-    assert text.startswith(
-        f"2 of 16 elements differ (torch {RELEASE}, quint8, scale 0.01696838, zero_point 34, range [0, 255]): "
-        "2 clamp_low."
-    )
     lines = text.splitlines()
-    assert lines[2].split() == ["index", "x", "manual", "reference", "cause", "proof"]
-    assert lines[3].startswith("(0, 0, 1, 1)") and "clamp_low" in lines[3] and "unclamped -5 < qmin 0" in lines[3]
-    assert repr(FORUM_X[0, 0, 2, 2].item()) in lines[4] and " -8 " in lines[4]
+    assert lines[:2] == [
+        "2 of 16 elements differ: 2 clamp_low.",
+        f"(torch {RELEASE}, quint8, scale 0.01696838, zero point 34, codes 0..255)",
+    ]
+    lines = lines[1:]  # the rows as before the summary took two lines
+    assert max(map(len, lines)) <= 100
+    assert lines[2].split() == ["index", "x", "manual", "reference", "cause"]
+    assert lines[3].startswith("(0, 0, 1, 1)") and lines[3].split()[-1] == "clamp_low"
+    assert lines[4] == "    unclamped -5 < qmin 0; torch clamps to 0"
+    x = FORUM_X[0, 0, 2, 2].item()
+    assert f"{x:.9g}" in lines[5] and " -8 " in lines[5]
+    assert torch.tensor(float(f"{x:.9g}"), dtype=F32).item() == x  # 9 digits name a float32 exactly
     assert repr(report) == text
     page = report._repr_html_()
-    assert "<table>" in page and page.count("<tr>") == 3
+    assert '<table class="qlib-report">' in page and page.count("<tr>") == 3 and page.count('<tr class="proof">') == 2
     assert "<th>cause</th>" in page and page.count("<td>clamp_low</td>") == 2
     assert "unclamped -5 &lt; qmin 0" in page and "-5 < qmin" not in page
 
@@ -405,8 +414,10 @@ def test_long_reports_are_cut_in_print_not_in_rows():
     x = -torch.arange(1, SHOWN_ROWS + 11, dtype=F32)
     report = explain(x, torch.round(x / 0.5), torch.quantize_per_tensor(x, 0.5, 0, torch.quint8))
     assert len(report.rows) == SHOWN_ROWS + 10 and report.counts == {"clamp_low": SHOWN_ROWS + 10}
-    assert str(report).endswith("... 10 more row(s) in .rows")
-    assert "10 more row(s)" in report._repr_html_()
+    assert str(report).endswith("... 10 more rows in .rows")
+    assert "10 more rows" in report._repr_html_()
+    long_proof = max(len(row.proof) for row in report.rows)
+    assert max(map(len, str(report).splitlines())) <= 100 < long_proof + 4 or long_proof + 4 <= 100
 
 
 # --- properties, against torch ----------------------------------------------------------------
