@@ -194,8 +194,11 @@ class Report:
             lines = [f"manual and reference agree at {everything}: nothing differs.", f"({self.setting})"]
         else:
             counts = ", ".join(f"{self.counts[c]:,} {c}" for c in CAUSES if self.counts[c])
-            differ = "element differs" if len(self.rows) == 1 else "elements differ"
-            lines = [f"{len(self.rows):,} of {self.numel:,} {differ}: {counts}.", f"({self.setting})"]
+            if self.numel == 1:
+                differ = "the only element differs"
+            else:
+                differ = f"{len(self.rows):,} of {self.numel:,} elements {'differs' if len(self.rows) == 1 else 'differ'}"
+            lines = [f"{differ}: {counts}.", f"({self.setting})"]
             several = sum(len(row.hypotheses) > 1 for row in self.rows)
             if several:
                 lines.append(
