@@ -1,9 +1,9 @@
 """Argument checks shared by qlib's functions.
 
 Every public qlib function validates its arguments here, so that bad input gets
-one clear error naming the argument, the value and what is allowed. To copy a
-qlib function into your own project without this module, delete its calls to
-``checks``: the arithmetic does not depend on them.
+one clear error naming the argument, the value and what is allowed.
+``python -m qlib.standalone NAME`` copies the checks a function uses into its
+one-file version.
 """
 
 from __future__ import annotations

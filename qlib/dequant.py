@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
+from qlib.quant import CHUNK
 from qlib.releases import torch_release
-
-CHUNK = 2**18  # elements per piece of work
 
 # Range of the codes each integer dtype can hold (int64 codes must fit int32).
 CODE_RANGES: dict[torch.dtype, tuple[int, int]] = {

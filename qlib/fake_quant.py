@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.quant import float32_reciprocal
+from qlib.quant import INT32_MIN, float32_reciprocal
 from qlib.releases import torch_release
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT32_MAX = 2**31 - 1
 
 
 def fake_quantize(

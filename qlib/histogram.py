@@ -139,8 +139,6 @@ def add_batch(
 
     Chapter: "The histogram observer" (book/07_histogram).
 
-    Depends on: :func:`upscale_histogram` above.
-
     >>> h, lo, hi = first_histogram(torch.tensor([0.0, 1.0]), bins=2)
     >>> add_batch(h, lo, hi, torch.tensor([3.0]), upsample_rate=2)
     (tensor([2., 1.]), tensor(0.), tensor(3.))
@@ -226,8 +224,6 @@ def search_range(
     ``alpha * total`` are rounded to float32 before the comparison.
 
     Chapter: "The histogram observer" (book/07_histogram).
-
-    Depends on: :func:`quantization_error` above.
 
     >>> h = torch.tensor([1.0, 5, 20, 50, 20, 5, 1, 0, 0, 1])   # a lone count in the top bin
     >>> search_range(h, torch.tensor(0.0), torch.tensor(10.0))
@@ -336,9 +332,6 @@ class HistogramObserver:
     old reset of a histogram whose ``min == max`` does not arise).
 
     Chapter: "The histogram observer" (book/07_histogram).
-
-    Depends on: the functions above; qlib.observers for the argument checks
-    and for ``choose_qparams`` with torch's return shapes.
 
     >>> obs = HistogramObserver(reduce_range=True)
     >>> _ = obs(torch.tensor([-0.71688455, 0.05846110, 1.57104063]))

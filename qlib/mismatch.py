@@ -197,7 +197,9 @@ class Report:
             if self.numel == 1:
                 differ = "the only element differs"
             else:
-                differ = f"{len(self.rows):,} of {self.numel:,} elements {'differs' if len(self.rows) == 1 else 'differ'}"
+                differ = (
+                    f"{len(self.rows):,} of {self.numel:,} elements {'differs' if len(self.rows) == 1 else 'differ'}"
+                )
             lines = [f"{differ}: {counts}.", f"({self.setting})"]
             several = sum(len(row.hypotheses) > 1 for row in self.rows)
             if several:

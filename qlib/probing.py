@@ -247,7 +247,7 @@ def probe(
     per_channel = quantize_per_channel or torch.quantize_per_channel
     scales = SCALES[:4] if release_only else SCALES
     result = Probe(
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),
         device=device,
         machine=platform.machine(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),

@@ -108,7 +108,6 @@ def choose_qparams(
     >>> choose_qparams(-1.0, 2.0, dtype=torch.qint8, symmetric=True)
     (tensor(0.0157), tensor(0))
 
-    Depends on: qlib.ranges (qrange, DTYPE_RANGES) and observer_range above.
     """
     if dtype not in DTYPE_RANGES:
         allowed = ", ".join(str(d) for d in DTYPE_RANGES)

@@ -1,0 +1,294 @@
+"""Each public qlib name, written as one file by `python -m qlib.standalone`, works without qlib.
+
+For every public name: its file is imported in a fresh interpreter in which `import qlib` fails,
+runs a batch of calls built by the property tests' input builders (near ties, values past the
+range, infinities, extreme scales, bad arguments), and must give results equal bit for bit to
+qlib's and raise the same errors with the same messages. The file's own docstring examples run
+there too.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from inputs import mixed_values
+
+import qlib
+from qlib.standalone import generate, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in the fresh interpreter (and, with module = qlib, in this one): every operation's result,
+# or its error, made comparable.
+DRIVER = textwrap.dedent(
+    r"""
+    import dataclasses, doctest, pickle, sys, warnings
+    import torch
+
+    warnings.filterwarnings("ignore")
+
+
+    def normal(value):
+        if isinstance(value, torch.Tensor):
+            return ("tensor", str(value.dtype), tuple(value.shape), value.detach().contiguous().view(-1).view(torch.uint8).tolist())
+        if isinstance(value, (list, tuple)):
+            return (type(value).__name__, [normal(v) for v in value])
+        if isinstance(value, dict):
+            return ("dict", sorted((repr(k), normal(v)) for k, v in value.items()))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: normal(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return (type(value).__name__, str(value), fields)
+        if isinstance(value, (int, float, str, bool, type(None), torch.dtype)):
+            return ("value", repr(value))
+        return ("other", type(value).__name__, str(value))
+
+
+    def run(module, operations):
+        results = []
+        for kind, name, args, kwargs, batches in operations:
+            try:
+                if kind == "call":
+                    result = getattr(module, name)(*args, **kwargs)
+                elif kind == "attr":
+                    result = getattr(module, name)
+                elif kind == "report":  # Report(rows, ...) with rows given as Row fields
+                    rows, rest = [module.Row(**fields) for fields in args[0]], args[1:]
+                    result = module.Report(rows, *rest)
+                elif kind == "observe":
+                    observer = getattr(module, name)(*args, **kwargs)
+                    for batch in batches:
+                        observer(batch)
+                    state = {key: getattr(observer, key) for key in ("min_val", "max_val", "histogram") if hasattr(observer, key)}
+                    result = (observer.calculate_qparams(), state)
+                results.append(("ok", normal(result)))
+            except Exception as error:
+                results.append(("error", type(error).__name__, str(error)))
+        return results
+
+
+    if __name__ == "__main__":
+        folder, operations_file, results_file = sys.argv[1:]
+        sys.modules["qlib"] = None  # any import of qlib now fails
+        sys.path.insert(0, folder)
+        with open(operations_file, "rb") as f:
+            jobs = pickle.load(f)  # module name -> operations
+        out = {}
+        for module_name, operations in jobs.items():
+            module = __import__(module_name)
+            failed, _ = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+            out[module_name] = {"doctest_failures": failed, "results": run(module, operations)}
+        with open(results_file, "wb") as f:
+            pickle.dump(out, f)
+    """
+)
+
+F32, F64 = torch.float32, torch.float64
+SCALES = [0.01696838, 0.0180064, 0.00214854861, 1.0, 2.0**-12, 1e-25, 1e25, 1 / 3, 0.1277553737]
+
+
+def values(scale: float, seed: int, k_range: int = 300, extremes: bool = True) -> torch.Tensor:
+    return mixed_values(scale, 200, k_range, seed, extremes)
+
+
+def operations(name: str) -> list[tuple]:
+    """The calls each public name is checked with: the property tests' kinds of input, and bad ones."""
+    ops: list[tuple] = []
+
+    def call(*args, **kwargs):
+        ops.append(("call", name, args, kwargs, []))
+
+    def observe(*batches, **kwargs):
+        ops.append(("observe", name, (), kwargs, list(batches)))
+
+    channel_x = torch.stack([values(s, 10 + c, extremes=False)[:120] for c, s in enumerate(SCALES[:4])])
+    channel_scales = torch.tensor(SCALES[:4], dtype=F64)
+    if name == "quantize":
+        for i, scale in enumerate(SCALES):
+            for dtype, zp in [(torch.quint8, 129), (torch.quint8, 200), (torch.qint8, -5), (torch.qint32, 1001)]:
+                for release in (None, "2.13", "2.14"):
+                    call(values(scale, i), scale, zp, dtype, release=release)
+            call(values(scale, i, 20), scale, 5, torch.quint4x2)
+        for release in ("2.13", "2.14"):
+            call(channel_x, channel_scales, torch.tensor([0, 35, 129, 255]), torch.quint8, axis=0, release=release)
+        call(torch.tensor([float("nan")]), 0.1, 0, torch.quint8)
+        call(torch.tensor([1.0], dtype=F64), 0.1, 0, torch.quint8)
+        call(torch.tensor([1.0]), 0.0, 0, torch.quint8)
+        call(torch.tensor([1.0]), 0.1, 300, torch.quint8)
+        call(torch.tensor([1.0]), 0.1, 0, torch.float16)
+        call(torch.tensor([1.0]), 0.1, 0, torch.quint8, release="2.12")
+    elif name == "dequantize":
+        for i, scale in enumerate(SCALES):
+            for dtype, zp in [(torch.quint8, 129), (torch.qint8, -5), (torch.qint32, 1001)]:
+                codes = qlib.quantize(values(scale, i), scale, zp, dtype)
+                call(codes, scale, zp)
+        codes = qlib.quantize(channel_x, channel_scales, torch.tensor([0, 35, 129, 255]), torch.quint8, axis=0)
+        call(codes, channel_scales, torch.tensor([0, 35, 129, 255]), axis=0)
+        call(torch.tensor([1.0]), 0.1, 0)
+        call(torch.tensor([1], dtype=torch.uint8), 0.1, 256)
+    elif name == "fake_quantize":
+        for i, scale in enumerate(SCALES):
+            for lo, hi, zp in [(0, 255, 129), (0, 127, 40), (-128, 127, -5)]:
+                call(values(scale, i), scale, zp, lo, hi)
+        call(channel_x, channel_scales.float(), torch.tensor([0, 35, 129, 255], dtype=torch.int32), 0, 255, axis=0)
+        call(torch.tensor([1.0]), 0.1, 0, 10, 5)
+        call(torch.tensor([float("nan")]), 0.1, 0, 0, 255)
+    elif name == "explain":
+        for i, scale in enumerate(SCALES[:5]):
+            x = values(scale, i, extremes=False)
+            for manual in (torch.round(x / scale) + 129, torch.round(x.double() / scale + 129)):
+                for release in ("2.13", "2.14"):
+                    reference = qlib.quantize(x, scale, 129, torch.quint8, release=release)
+                    call(x, manual, reference, scale, 129, torch.quint8, release=release)
+        call(torch.tensor([0.5]), torch.tensor([1.5]), torch.tensor([1], dtype=torch.uint8), 0.1, 0, torch.quint8)
+        call(torch.tensor([0.5]), torch.tensor([1]), torch.tensor([1.0]), 0.1, 0, torch.quint8)
+    elif name in ("choose_qparams", "observer_range", "qrange"):
+        if name == "choose_qparams":
+            for lo, hi in [(-0.71688455, 1.57104063), (0.0, 0.0), (-257.0, 0.0), (1e-30, 2e-30), (-3e38, 3e38)]:
+                for dtype in (torch.quint8, torch.qint8, torch.qint32):
+                    call(lo, hi, dtype)
+                    call(lo, hi, dtype, symmetric=True)
+                    call(lo, hi, dtype, reduce_range=dtype != torch.qint32)
+            call(torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 2.0]), torch.qint8, symmetric=True)
+            call(1.0, -1.0)
+            call(float("nan"), 1.0)
+        elif name == "observer_range":
+            call(torch.quint8, True)
+            call(torch.qint8, True, quant_min=-15, quant_max=15)
+            call(torch.qint8, quant_min=1, quant_max=15)
+        else:
+            for dtype in (torch.quint8, torch.qint8, torch.qint32, torch.quint4x2, torch.int16):
+                call(dtype)
+            call(torch.qint8, reduce_range=True)
+            call(torch.qint32, reduce_range=True)
+            call(torch.float32)
+    elif name == "float32_reciprocal":
+        for scale in SCALES:
+            call(scale)
+    elif name == "fma_float32":
+        for i, scale in enumerate(SCALES[:5]):
+            call(values(scale, i), qlib.float32_reciprocal(scale), 129)
+    elif name == "torch_release":
+        for release in (None, "2.13", "2.14.1+cpu", "2.15", 2.14):
+            call(release)
+    elif name == "probe":
+        call(release_only=True)
+    elif name in ("MinMaxObserver", "MovingAverageMinMaxObserver", "HistogramObserver"):
+        gen = torch.Generator().manual_seed(1)
+        batches = [torch.randn(1000, generator=gen) * k for k in (1.0, 3.0, 0.5)]
+        observe(*batches)
+        observe(*batches, reduce_range=True)
+        observe(*batches, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        observe(torch.tensor([float("nan"), 1.0]))
+        observe(dtype=torch.float16)
+    elif name in ("PerChannelMinMaxObserver", "MovingAveragePerChannelMinMaxObserver"):
+        gen = torch.Generator().manual_seed(2)
+        batches = [torch.randn(4, 50, generator=gen) * k for k in (1.0, 2.0)]
+        observe(*batches)
+        observe(*batches, ch_axis=1, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        observe(*batches, ch_axis=5)
+    elif name in ("Row", "Report", "Probe"):
+        x = values(0.0180064, 3, extremes=False)
+        report = qlib.explain(
+            x,
+            torch.round(x / 0.0180064) + 40,
+            qlib.quantize(x, 0.0180064, 40, torch.quint8),
+            0.0180064,
+            40,
+            torch.quint8,
+        )
+        if name == "Row":
+            for row in report.rows[:5]:
+                call(**{f.name: getattr(row, f.name) for f in dataclasses.fields(row)})
+        elif name == "Report":
+            rows = [{f.name: getattr(row, f.name) for f in dataclasses.fields(row)} for row in report.rows]
+            ops.append(("report", name, (rows, report.counts, report.numel, report.setting, 0, report.release), {}, []))
+            ops.append(("report", name, ([], report.counts, 7, "setting", 2, "2.14"), {}, []))
+        else:
+            found = qlib.probe(release_only=True)
+            call(**{f.name: getattr(found, f.name) for f in dataclasses.fields(found)})
+            call("2.15.0", "cuda", "aarch64", "DEFAULT", {"per tensor quint8": []})
+    elif name == "SUPPORTED_RELEASES":
+        ops.append(("attr", name, (), {}, []))
+    else:
+        raise AssertionError(f"no operations for qlib.{name}: add them to tests/test_standalone.py")
+    return ops
+
+
+def run_here(operations_list: list[tuple]) -> list:
+    namespace: dict = {}
+    exec(compile(DRIVER, "driver", "exec"), namespace)
+    return namespace["run"](qlib, operations_list)
+
+
+def module_name(name: str) -> str:
+    return f"standalone_{name.lower()}"
+
+
+@pytest.fixture(scope="module")
+def standalone_results(tmp_path_factory):
+    """Every public name's file, each imported and run in one fresh interpreter without qlib."""
+    folder = tmp_path_factory.mktemp("standalone")
+    jobs = {}
+    for name in qlib.__all__:
+        (folder / f"{module_name(name)}.py").write_text(generate([name]))
+        jobs[module_name(name)] = operations(name)
+    (folder / "operations.pickle").write_bytes(pickle.dumps(jobs))
+    (folder / "driver.py").write_text(DRIVER)
+    run = subprocess.run(
+        [sys.executable, "driver.py", str(folder), "operations.pickle", "results.pickle"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return folder, jobs, pickle.loads((folder / "results.pickle").read_bytes())
+
+
+@pytest.mark.parametrize("name", qlib.__all__)
+def test_standalone_file_equals_qlib_without_qlib(name, standalone_results):
+    folder, jobs, results = standalone_results
+    tree = ast.parse((folder / f"{module_name(name)}.py").read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= set(sys.stdlib_module_names) | {"torch", "__future__"}, imported
+    theirs = results[module_name(name)]
+    assert theirs["doctest_failures"] == 0, "a docstring example fails in the standalone file"
+    ops = jobs[module_name(name)]
+    ours = run_here(ops)
+    assert len(ours) == len(theirs["results"]) == len(ops)
+    for op, a, b in zip(ops, ours, theirs["results"], strict=True):
+        assert a == b, f"qlib.{name}{op[2]!r:.200} differs in its standalone file:\nqlib: {a!r:.500}\nfile: {b!r:.500}"
+    assert any(r[0] == "ok" for r in ours)
+
+
+def test_one_file_can_hold_every_public_name(tmp_path, capsys):
+    assert main([*qlib.__all__, "-o", str(tmp_path / "everything.py")]) == 0
+    text = (tmp_path / "everything.py").read_text()
+    assert text.count("\ndef quantize(") == 1 and text.count("\nCHUNK = ") == 1
+    header = text.split('"""')[1]
+    assert f"qlib {qlib.__version__}" in header and "torch 2.13 and 2.14" in header and "MIT-0" in header
+
+
+def test_the_command_line_refuses_an_unknown_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["quantise"])
+    assert "unknown name(s) ['quantise']: give one or more of qlib's public names" in capsys.readouterr().err
+
+
+def test_the_repository_address_is_the_books():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    from qlib.standalone import REPOSITORY
+
+    assert config["repository"]["url"].rstrip("/") == REPOSITORY
