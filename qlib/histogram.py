@@ -14,15 +14,15 @@ to 16. The search is a port of caffe2's
 
 The steps, each a pure function you can call or copy:
 
-1. :func:`first_histogram`: ``torch.histc`` with ``bins`` equal bins over the
+1. :func:`~qlib.histogram.first_histogram`: ``torch.histc`` with ``bins`` equal bins over the
    first batch's exact ``[min, max]``.
-2. :func:`add_batch`: a later batch widens the range to the union of old and
+2. :func:`~qlib.histogram.add_batch`: a later batch widens the range to the union of old and
    new; the batch is binned over the union, and the old histogram is moved onto
-   the new bins by :func:`upscale_histogram` (each old bin split into 16
+   the new bins by :func:`~qlib.histogram.upscale_histogram` (each old bin split into 16
    sub-bins whose centres are dropped into the new bins).
-3. :func:`search_range`: walk inwards from both ends of the cumulative histogram
+3. :func:`~qlib.histogram.search_range`: walk inwards from both ends of the cumulative histogram
    in steps of 1e-5 of the total mass, always on the side that moves fewer bins,
-   scoring each new candidate range with :func:`quantization_error`; stop as
+   scoring each new candidate range with :func:`~qlib.histogram.quantization_error`; stop as
    soon as the error rises.
 4. ``qlib.choose_qparams`` turns the chosen range into ``(scale, zero_point)``
    exactly as ``MinMaxObserver`` would.
@@ -133,7 +133,7 @@ def add_batch(
     binned over it with ``torch.histc``. If the range did not change, the two
     histograms are added; if the old range was a single value, its whole count
     goes to that value's bin; otherwise the old histogram is moved onto the new
-    bins with :func:`upscale_histogram` (torch 2.13 ``forward`` and
+    bins with :func:`~qlib.histogram.upscale_histogram` (torch 2.13 ``forward`` and
     ``_combine_histograms``). ``x`` must be finite; ``extrema``, if given,
     is ``torch.aminmax(x)`` already computed.
 
@@ -214,7 +214,7 @@ def search_range(
     alpha or lowers the upper one beta by 1e-5 of the total count, finds the
     bins those quantiles fall in, and moves whichever end moves further
     (ties move the upper end). A candidate that changes the bins is scored
-    with :func:`quantization_error`; the search stops at the first candidate
+    with :func:`~qlib.histogram.quantization_error`; the search stops at the first candidate
     whose error is larger than the best so far, and returns the edges of the
     best one. ``new_min``/``new_max`` are float32 0-dim tensors.
 
@@ -411,7 +411,7 @@ class HistogramObserver:
         return x
 
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scale, zero_point)`` for the range :func:`search_range` picks from the histogram."""
+        """``(scale, zero_point)`` for the range :func:`~qlib.histogram.search_range` picks from the histogram."""
         if self.min_val == math.inf and self.max_val == -math.inf:
             return default_qparams()
         if torch.isinf(self.max_val - self.min_val):

@@ -6,14 +6,14 @@ An observer watches batches go by, keeps a running minimum and maximum (per
 tensor, or per channel along ``ch_axis``), and turns them into ``(scale,
 zero_point)`` on request. The running statistic is one of two pure functions:
 
-* :func:`batch_min_max` then ``torch.min``/``torch.max`` with the running
+* :func:`~qlib.observers.batch_min_max` then ``torch.min``/``torch.max`` with the running
   values: the range of everything seen;
-* :func:`moving_average`: ``running + c * (batch - running)``, an
+* :func:`~qlib.observers.moving_average`: ``running + c * (batch - running)``, an
   exponential moving average of each batch's min and max.
 
 The qparams arithmetic is ``qlib.qparams.choose_qparams`` (affine and
 symmetric, bit-exact with torch's ``_calculate_qparams``) and, for
-``per_channel_affine_float_qparams``, :func:`float_qparams` below.
+``per_channel_affine_float_qparams``, :func:`~qlib.observers.float_qparams` below.
 
 Explained in the book chapter "Observers" (``book/06_observers``). Source:
 ``torch/ao/quantization/observer.py`` (torch 2.13 and 2.14: the same code), ``forward`` and
@@ -198,7 +198,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     """Moving average of each batch's min and max; twin of torch's ``MovingAverageMinMaxObserver``.
 
     The first batch sets ``min_val``/``max_val``; each later one moves them by
-    :func:`moving_average` with ``averaging_constant`` (default 0.01, a
+    :func:`~qlib.observers.moving_average` with ``averaging_constant`` (default 0.01, a
     number in [0, 1]). Everything else as :class:`MinMaxObserver`. The two
     averages are rounded separately, so they can cross (``min_val >
     max_val`` by an ulp, say after a one-value batch with
@@ -228,7 +228,7 @@ class PerChannelMinMaxObserver(MinMaxObserver):
     """Running min/max per channel along ``ch_axis``; twin of torch's ``PerChannelMinMaxObserver``.
 
     ``qscheme`` is ``per_channel_affine`` (default), ``per_channel_symmetric``
-    or ``per_channel_affine_float_qparams`` (see :func:`float_qparams`).
+    or ``per_channel_affine_float_qparams`` (see :func:`~qlib.observers.float_qparams`).
     ``min_val``/``max_val`` are 1-d float32, empty before any data. Batches
     need at least 2 dimensions (torch fails on fewer) and, after the first,
     the same number of channels (torch would broadcast a 1-channel batch
@@ -294,7 +294,7 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
     """Per-channel moving average of min and max; twin of torch's ``MovingAveragePerChannelMinMaxObserver``.
 
     As :class:`PerChannelMinMaxObserver`, but each later batch moves the
-    per-channel ``min_val``/``max_val`` by :func:`moving_average`.
+    per-channel ``min_val``/``max_val`` by :func:`~qlib.observers.moving_average`.
 
     Chapter: "Observers" (book/06_observers).
 

@@ -17,6 +17,7 @@ import re
 
 import torch
 
+#: The torch releases whose arithmetic qlib reproduces on x86 CPUs, each tested on every change.
 SUPPORTED_RELEASES = ("2.13", "2.14")
 # torch.backends.cpu.get_cpu_capability() on a CPU whose kernels qlib models (AVX2 implies FMA there)
 X86_CAPABILITIES = ("AVX2", "AVX512")
