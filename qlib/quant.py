@@ -80,21 +80,26 @@ def float32_reciprocal(scale: float) -> float:
     return (torch.tensor(1.0) / torch.tensor(scale, dtype=torch.float32)).item()
 
 
-def fma_float32(x: torch.Tensor, inv: float, zero_point: int) -> torch.Tensor:
+def fma_float32(
+    x: torch.Tensor, inv: float, zero_point: int, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x * inv + zero_point`` rounded once to float32, like an FMA instruction.
 
     ``x * inv`` is exact in float64 (24-bit times 24-bit significands), so the
     float64 sum is rounded once. Rounding that to float32 is the FMA's answer
     except when the float64 sum lies exactly halfway between two float32 values
     but the true sum does not (double rounding); those few elements are moved
-    one float64 step towards the true sum before the final rounding.
+    one float64 step towards the true sum before the final rounding. ``out``
+    (float32) and ``work`` (float64), shaped like ``x``, are optional buffers
+    to compute in.
 
     Chapter: "Rounding" (book/04_rounding).
 
     >>> fma_float32(torch.tensor([0.25]), 2.0, 3)
     tensor([3.5000])
     """
-    v = x.double().mul_(inv).add_(zero_point)
+    v = x.double() if work is None else work.copy_(x)
+    v.mul_(inv).add_(zero_point)
     halfway = (v.view(torch.int64) & _DROPPED_BITS_MASK) == _HALFWAY_PATTERN
     if halfway.any():
         idx = halfway.nonzero(as_tuple=True)
@@ -105,7 +110,7 @@ def fma_float32(x: torch.Tensor, inv: float, zero_point: int) -> torch.Tensor:
         error = (product - (total - part)) + (zero_point - part)
         toward = torch.where(error > 0, float("inf"), float("-inf")).double()
         v[idx] = torch.where(error == 0, total, torch.nextafter(total, toward))
-    return v.float()
+    return v.float() if out is None else out.copy_(v)
 
 
 def quantize(
@@ -160,11 +165,15 @@ def quantize(
         inv = float32_reciprocal(s)
         flat = x.reshape(-1)
         codes = torch.empty(flat.shape, dtype=CODE_DTYPES[dtype])
-        # Work in cache-sized pieces: the intermediates then never leave the
-        # CPU cache, which makes this several times faster.
+        # Work in cache-sized pieces, in buffers allocated once: the arithmetic
+        # then never leaves the CPU cache, which makes this many times faster.
+        out = torch.empty(min(CHUNK, flat.numel()), dtype=torch.float32)
+        work = torch.empty(out.shape, dtype=torch.float64) if zero_point_first else None
         for start in range(0, flat.numel(), CHUNK):
             piece = flat[start : start + CHUNK]
-            codes[start : start + CHUNK] = per_tensor_codes(piece, inv, z, dtype, zero_point_first)
+            n = piece.numel()
+            w = None if work is None else work[:n]
+            codes[start : start + n] = per_tensor_codes(piece, inv, z, dtype, zero_point_first, out[:n], w)
         return codes.view(x.shape)
 
     if dtype in SUB_BYTE:
@@ -181,12 +190,21 @@ def quantize(
 
 
 def per_tensor_codes(
-    x: torch.Tensor, inv: float, zero_point: int, dtype: torch.dtype, zero_point_first: bool
+    x: torch.Tensor,
+    inv: float,
+    zero_point: int,
+    dtype: torch.dtype,
+    zero_point_first: bool,
+    out: torch.Tensor | None = None,
+    work: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integer-valued codes of ``x`` for one scale's reciprocal ``inv``, clamped to ``dtype``'s range.
 
     The per-tensor kernels of the module docstring: ``zero_point_first=True``
-    is torch 2.13's arithmetic, ``False`` torch 2.14's.
+    is torch 2.13's arithmetic, ``False`` torch 2.14's. The codes come as
+    floats (float64 for 32-bit dtypes, which need it for their range);
+    ``out`` (float32) and ``work`` (float64), shaped like ``x``, are optional
+    buffers for the 8-bit arithmetic.
 
     Chapter: "Rounding" (book/04_rounding).
 
@@ -204,14 +222,18 @@ def per_tensor_codes(
         # 32-bit: the float32 sum, clamped in float64, where 2**31 - 1 is exact
         q = torch.round(x * inv + zero_point) if zero_point_first else torch.round(x * inv) + zero_point
         return q.double().clamp_(qmin, qmax)
+    q = torch.empty_like(x) if out is None else out
     if zero_point_first:
-        return torch.round(fma_float32(x, inv, zero_point)).clamp_(qmin, qmax)
-    rounded = torch.round(x * inv)
-    # Exact below 2**24; beyond, the sum clamps to the same end whatever its rounding.
-    q = (rounded + zero_point).clamp_(qmin, qmax)
+        return fma_float32(x, inv, zero_point, out=q, work=work).round_().clamp_(qmin, qmax)
+    torch.mul(x, inv, out=q).round_()
     # The int32 add of the zero point wraps around at the ends of the int32 range.
+    wraps = None
     if zero_point >= 128:
-        q[rounded >= INT32_FLOAT_MAX] = qmin
+        wraps = q >= INT32_FLOAT_MAX
     elif zero_point < 0:
-        q[rounded <= INT32_MIN] = qmax
+        wraps = q <= INT32_MIN
+    # Exact below 2**24; beyond, the sum clamps to the same end whatever its rounding.
+    q.add_(zero_point).clamp_(qmin, qmax)
+    if wraps is not None:
+        q.masked_fill_(wraps, qmin if zero_point >= 128 else qmax)
     return q

@@ -240,3 +240,15 @@ def test_the_two_releases_at_exact_ties(dtype):
             expected_pc = [min(max(round(h + zp) if release == "2.13" else round(h) + zp, qmin), qmax) for h in halves]
             ours = qlib.quantize(x[None], torch.tensor([1.0]), torch.tensor([zp]), dtype, axis=0, release=release)
             assert ours[0].tolist() == expected_pc, release
+
+
+@pytest.mark.parametrize("zp", [41, 200])
+def test_tensors_longer_than_one_piece(zp):
+    """quantize works through long tensors piece by piece; the last piece is shorter."""
+    from qlib.quant import CHUNK
+
+    gen = torch.Generator().manual_seed(2 * CHUNK)
+    x = near_ties(0.0180064, 2 * CHUNK + 7, 300, gen)
+    x[-3:] = torch.tensor([float("inf"), float("-inf"), 3e38])
+    expected = torch.quantize_per_tensor(x, 0.0180064, zp, torch.quint8).int_repr()
+    assert_same_ints(qlib.quantize(x, 0.0180064, zp, torch.quint8), expected, f"zero point {zp}")
