@@ -1,5 +1,6 @@
-"""Time qlib.quantize / qlib.dequantize against torch's fused C++ kernels and
-torchao's pure-PyTorch quantize_affine / dequantize_affine, in one run.
+"""Time qlib.quantize (each supported release's arithmetic) and qlib.dequantize against
+torch's fused C++ kernels and torchao's pure-PyTorch quantize_affine / dequantize_affine,
+in one run.
 
 Machines here are noisy, so only ratios measured in the same run are reported;
 each time is the best of several repetitions. Run with `make bench`.
@@ -41,22 +42,27 @@ def main() -> None:
     block = x.shape
     s_t, z_t = torch.tensor([scale]), torch.tensor([zero_point])
 
-    q_qlib = qlib.quantize(x, scale, zero_point, torch.quint8)
+    installed = qlib.torch_release()
     q_torch = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
     q_ao = quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255)
-    exact_vs_torch = torch.equal(q_qlib, q_torch.int_repr())
+    exact_vs_torch = torch.equal(qlib.quantize(x, scale, zero_point, torch.quint8), q_torch.int_repr())
     ao_vs_torch = int((q_ao != q_torch.int_repr()).sum())
+    q_qlib = q_torch.int_repr()
 
+    quantize_rows = {
+        f"qlib.quantize, torch {release}'s arithmetic": best_time(
+            lambda release=release: qlib.quantize(x, scale, zero_point, torch.quint8, release=release), args.repeat
+        )
+        for release in qlib.SUPPORTED_RELEASES
+    }
+    quantize_rows["torch.quantize_per_tensor"] = best_time(
+        lambda: torch.quantize_per_tensor(x, scale, zero_point, torch.quint8), args.repeat
+    )
+    quantize_rows["torchao quantize_affine"] = best_time(
+        lambda: quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255), args.repeat
+    )
     timings = {
-        "quantize": {
-            "qlib.quantize": best_time(lambda: qlib.quantize(x, scale, zero_point, torch.quint8), args.repeat),
-            "torch.quantize_per_tensor": best_time(
-                lambda: torch.quantize_per_tensor(x, scale, zero_point, torch.quint8), args.repeat
-            ),
-            "torchao quantize_affine": best_time(
-                lambda: quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255), args.repeat
-            ),
-        },
+        "quantize": quantize_rows,
         "dequantize": {
             "qlib.dequantize": best_time(lambda: qlib.dequantize(q_qlib, scale, zero_point), args.repeat),
             "torch Tensor.dequantize": best_time(q_torch.dequantize, args.repeat),
@@ -67,13 +73,18 @@ def main() -> None:
     }
 
     print(f"{args.numel:,} float32 elements, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"qlib.quantize equals torch.quantize_per_tensor bit for bit: {exact_vs_torch}")
-    print(f"torchao quantize_affine differs from torch.quantize_per_tensor on {ao_vs_torch} elements")
+    print(
+        f"qlib.quantize (torch {installed}'s arithmetic) equals torch.quantize_per_tensor bit for bit: {exact_vs_torch}"
+    )
+    print(f"torchao quantize_affine differs from torch.quantize_per_tensor on {ao_vs_torch:,} elements")
     for op, rows in timings.items():
-        qlib_time = next(t for name, t in rows.items() if name.startswith("qlib"))
         print(f"\n{op}")
+        width = max(map(len, rows))
+        baselines = [name for name in rows if not name.startswith("qlib")]
+        print(f"  {'':{width}s} {'time':>9s}   " + "   ".join(f"/ {name.split()[0]:<7s}" for name in baselines))
         for name, seconds in rows.items():
-            print(f"  {name:28s} {seconds * 1e3:8.1f} ms   qlib / this = {qlib_time / seconds:5.2f}")
+            ratios = "   ".join(f"{seconds / rows[base]:9.2f}" for base in baselines)
+            print(f"  {name:{width}s} {seconds * 1e3:6.1f} ms   {ratios}")
 
 
 if __name__ == "__main__":
