@@ -64,7 +64,7 @@ def first_histogram(
 
     ``torch.histc`` puts ``bins`` equal bins on ``[min(x), max(x)]`` (torch
     2.13, ``HistogramObserver.reset_histogram``). ``legacy=True`` bins over
-    ``[int(min(x)), int(max(x))]`` instead, as PyTorch ~1.8 to 1.12 did (see
+    ``[int(min(x)), int(max(x))]`` instead, as PyTorch 1.13 did (see
     :class:`HistogramObserver`): values outside that integer range are dropped,
     but ``min_val``/``max_val`` still hold the true extremes, so the bins are
     later read as if they spanned ``[min, max]``. ``x`` must be finite;
@@ -303,8 +303,9 @@ class HistogramObserver:
     bits (torch ignores it) and dtypes qlib.ranges does not know (uint16,
     float8).
 
-    ``legacy=True`` reproduces the first-batch histogram of PyTorch releases of
-    about 1.8 to 1.12, ``torch.histc(x, bins, min=int(min_val),
+    ``legacy=True`` reproduces the first-batch histogram of PyTorch 1.13 (and,
+    by the dates of the PRs, of releases from about 1.7 on),
+    ``torch.histc(x, bins, min=int(min_val),
     max=int(max_val))``: values outside the truncated integer range are lost,
     and the rest are read as if the bins spanned the true ``[min, max]``.
     What is known, and how surely:
@@ -315,13 +316,15 @@ class HistogramObserver:
       ``int(...)`` cast there, and ``int(combined_min)``/``int(combined_max)``
       for later batches too, beside the old ``_adjust_min_max`` downsampling
       merge (PR 29790); 2.13 and 2.14 have no cast (PR 129387 rewrote the class);
-    * read in issue 83672 (Aug 2022): a maintainer says PR 45630 (about Oct
-      2020) added the cast by mistake and PR 83755 would fix it; 83755 was
-      closed after a CI failure and PR 90355 (Dec 2022) tried again; neither
-      merge is confirmed here;
-    * inferred from those dates only: the releases 1.8 to 1.12 if the 2022 fix
-      was merged, else up to the 2024 rewrite (PR 129387); no release was
-      checked against its tag.
+    * measured (``history/`` in the book's repository, every release with a
+      Python 3.11 wheel): torch 1.13.1 bins the forum's first batch over
+      ``[int(min), int(max)]`` (5 of its 16 values counted); 2.0.1 and every
+      later release bin all 16;
+    * read in issue 83672 (Aug 2022, a maintainer relaying a forum report):
+      PR 45630 (Oct 2020) added the cast by mistake; PR 83755 tried to remove
+      it and failed CI; PR 90355 (Dec 2022, after 1.13.0) is the fix that
+      reached 2.0. Releases before 1.13 were not measured: the dates suggest
+      the cast from 1.7 or 1.8 on.
 
     The reproduction is exact where it can be checked: on the forum thread's
     16 values with ``reduce_range=True`` it gives the thread's scale
@@ -401,7 +404,7 @@ class HistogramObserver:
             )
         elif self.legacy:
             raise ValueError(
-                "legacy=True reproduces only the first batch of PyTorch ~1.8-1.12; those releases merged later "
+                "legacy=True reproduces only the first batch of PyTorch 1.13, which merged later "
                 "batches with a different algorithm (downsampling, PR 29790) that qlib does not reproduce"
             )
         else:

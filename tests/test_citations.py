@@ -20,14 +20,34 @@ LINK = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\((https?://[^)\s]+)\)")
 NUMBER = re.compile(r"(?:\bPRs?|\b[Ii]ssues?|\bpull request)\s+#?(\d{2,})|(?<![\w/#])#(\d{3,})\b")
 SOURCE = re.compile(r"`([\w./-]*\.(?:cpp|cc|cu|h|cuh)|[\w-]+/[\w./-]+\.py)`")
 PINNED = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/(?:blob|tree)/(v\d+\.\d+(?:\.\d+)?|[0-9a-f]{40})/")
-CODE_FENCE = re.compile(r"```\{(?:code-cell|math)\}.*?```|```(?!\{).*?```", re.S)
+# Fenced blocks whose content is code, not prose; other directives ({exercise}, {admonition}, ...) hold prose.
+CODE_DIRECTIVES = ("{code-cell}", "{math}", "{eval-rst}")
 
 
 def prose(page: Path) -> str:
+    """The page's text without its YAML header, code cells, code blocks and math."""
     text = page.read_text()
     if text.startswith("---\n"):
         text = text[text.index("\n---\n", 4) + 5 :]
-    return CODE_FENCE.sub("", text)
+    kept, open_fences, skipping = [], [], None
+    for line in text.splitlines():
+        fence = re.match(r"^(`{3,}|:{3,})(.*)$", line.strip())
+        if skipping is not None:
+            if fence and fence.group(1) == skipping and not fence.group(2).strip():
+                skipping = None
+            continue
+        if fence and open_fences and fence.group(1) == open_fences[-1] and not fence.group(2).strip():
+            open_fences.pop()  # the end of a directive that holds prose
+            continue
+        if fence:
+            name = fence.group(2).strip()
+            if name.startswith("{") and not name.startswith(CODE_DIRECTIVES):
+                open_fences.append(fence.group(1))
+            else:
+                skipping = fence.group(1)  # code: skip to its closing fence
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def problems(text: str) -> list[str]:
@@ -56,6 +76,16 @@ def problems(text: str) -> list[str]:
 def test_every_citation_is_a_pinned_link(page):
     found = problems(prose(page))
     assert not found, f"{page.name}:\n" + "\n".join(found)
+
+
+def test_prose_keeps_directive_text_and_drops_code(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "---\nkernelspec: {}\n---\nBefore PR #1\n```{code-cell} ipython3\nx = 1  # PR #2\n```\n"
+        "```{exercise}\n:label: e\n\nSee PR #3.\n```\n```bash\nmake  # PR #4\n```\n"
+        ":::{dropdown} History\nPR #5\n:::\nAfter PR #6\n"
+    )
+    assert re.findall(r"PR #(\d)", prose(page)) == ["1", "3", "5", "6"]
 
 
 def test_the_checker_catches_what_it_should():
