@@ -66,25 +66,25 @@ def _as_number(value: object, name: str) -> float:
     return value
 
 
-def scale_value(scale: object) -> float:
+def scale_value(scale: object, name: str = "scale") -> float:
     """Check a per-tensor scale and return it as a Python float."""
-    s = float(_as_number(scale, "scale"))
+    s = float(_as_number(scale, name))
     if not (math.isfinite(s) and SCALE_MIN <= s <= SCALE_MAX):
         raise ValueError(
-            f"scale must be a finite positive number between {SCALE_MIN:.3g} and {SCALE_MAX:.3g} "
+            f"{name} must be a finite positive number between {SCALE_MIN:.3g} and {SCALE_MAX:.3g} "
             f"(so that it and its reciprocal fit in float32); got {s!r}"
         )
     return s
 
 
-def zero_point_value(zero_point: object, qmin: int, qmax: int) -> int:
+def zero_point_value(zero_point: object, qmin: int, qmax: int, name: str = "zero_point") -> int:
     """Check a per-tensor zero point and return it as a Python int."""
-    z = _as_number(zero_point, "zero_point")
+    z = _as_number(zero_point, name)
     if isinstance(z, float) and not z.is_integer():
-        raise ValueError(f"zero_point must be a whole number; got {z!r}")
+        raise ValueError(f"{name} must be a whole number; got {z!r}")
     z = int(z)
     if not qmin <= z <= qmax:
-        raise ValueError(f"zero_point must lie in [{qmin}, {qmax}] for this dtype or range; got {z}")
+        raise ValueError(f"{name} must lie in [{qmin}, {qmax}] for this dtype or range; got {z}")
     return z
 
 
@@ -97,13 +97,13 @@ def axis_value(axis: object, ndim: int) -> int:
     return axis % ndim
 
 
-def channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
+def channel_scales(scale: object, length: int, axis: int, name: str = "scale") -> torch.Tensor:
     """Check per-channel scales (one per slice along ``axis``); return them as float64."""
     if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
-        raise TypeError("scale must be a 1-d floating-point tensor for per-channel quantization")
+        raise TypeError(f"{name} must be a 1-d floating-point tensor for per-channel quantization")
     if scale.dim() != 1 or scale.numel() != length:
         raise ValueError(
-            f"scale must have one value per channel: shape ({length},) for size {length} along "
+            f"{name} must have one value per channel: shape ({length},) for size {length} along "
             f"axis {axis}; got shape {tuple(scale.shape)}"
         )
     s = scale.double()
@@ -111,26 +111,28 @@ def channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
     if bad.any():
         i = int(bad.nonzero()[0])
         raise ValueError(
-            f"every scale must be a finite positive number between {SCALE_MIN:.3g} and "
-            f"{SCALE_MAX:.3g}; scale[{i}] is {s[i].item()!r}"
+            f"every {name} must be a finite positive number between {SCALE_MIN:.3g} and "
+            f"{SCALE_MAX:.3g}; {name}[{i}] is {s[i].item()!r}"
         )
     return s
 
 
-def channel_zero_points(zero_point: object, length: int, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+def channel_zero_points(
+    zero_point: object, length: int, axis: int, qmin: int, qmax: int, name: str = "zero_point"
+) -> torch.Tensor:
     """Check per-channel zero points; return them as int64."""
     if not isinstance(zero_point, torch.Tensor) or zero_point.is_floating_point() or zero_point.is_complex():
-        raise TypeError("zero_point must be a 1-d integer tensor for per-channel quantization")
+        raise TypeError(f"{name} must be a 1-d integer tensor for per-channel quantization")
     if zero_point.dim() != 1 or zero_point.numel() != length:
         raise ValueError(
-            f"zero_point must have one value per channel: shape ({length},) for size {length} "
+            f"{name} must have one value per channel: shape ({length},) for size {length} "
             f"along axis {axis}; got shape {tuple(zero_point.shape)}"
         )
     z = zero_point.long()
     bad = (z < qmin) | (z > qmax)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(f"every zero_point must lie in [{qmin}, {qmax}]; zero_point[{i}] is {int(z[i])}")
+        raise ValueError(f"every {name} must lie in [{qmin}, {qmax}]; {name}[{i}] is {int(z[i])}")
     return z
 
 

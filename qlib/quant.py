@@ -81,9 +81,15 @@ def float32_reciprocal(scale: float) -> float:
 
 
 def fma_float32(
-    x: torch.Tensor, inv: float, zero_point: int, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+    x: torch.Tensor,
+    inv: float,
+    zero_point: int | torch.Tensor,
+    out: torch.Tensor | None = None,
+    work: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x * inv + zero_point`` rounded once to float32, like an FMA instruction.
+
+    ``zero_point`` is a number or a float32 tensor shaped like ``x``.
 
     ``x * inv`` is exact in float64 (24-bit times 24-bit significands), so the
     float64 sum is rounded once. Rounding that to float32 is the FMA's answer
@@ -105,9 +111,10 @@ def fma_float32(
         idx = halfway.nonzero(as_tuple=True)
         product = x[idx].double() * inv
         total = v[idx]
-        # TwoSum (Knuth): total + error == product + zero_point exactly.
+        addend = zero_point[idx].double() if isinstance(zero_point, torch.Tensor) else zero_point
+        # TwoSum (Knuth): total + error == product + addend exactly.
         part = total - product
-        error = (product - (total - part)) + (zero_point - part)
+        error = (product - (total - part)) + (addend - part)
         toward = torch.where(error > 0, float("inf"), float("-inf")).double()
         v[idx] = torch.where(error == 0, total, torch.nextafter(total, toward))
     return v.float() if out is None else out.copy_(v)

@@ -1,0 +1,216 @@
+"""A quantized Linear layer, integer by integer, as PyTorch's ``x86`` and ``fbgemm`` engines compute it.
+
+Explained in the book chapter "Inside a quantized Linear" (``book/09_linear``).
+
+``torch.ao.nn.quantized.Linear`` (and ``LinearReLU``) call ``quantized::linear``, which on the
+``x86`` and ``fbgemm`` engines runs FBGEMM (``PackedLinearWeight::apply_impl`` in PyTorch's
+``aten/src/ATen/native/quantized/cpu/qlinear.cpp``). For uint8 activation codes ``x`` and int8
+weight codes ``w`` it computes, per output element:
+
+1. ``acc = sum_k x[m, k] * w[n, k]``, an int32 sum of the raw codes. On CPUs without
+   AVX512-VNNI, FBGEMM multiplies with ``vpmaddubsw``, which adds each pair of products
+   ``(k, k + 1)``, k even, in int16 *with saturation* before the exact int32 sum; with VNNI
+   (``vpdpbusd``) no pair saturates.
+2. ``raw = acc - x_zero_point * (sum_k w[n, k] - w_zero_point[n] * K) - w_zero_point[n] *
+   sum_k x[m, k]``, in int32 (wrapping): the zero points' corrections, so that ``raw`` is
+   ``sum_k (x - x_zero_point) (w - w_zero_point)`` whenever no pair saturated.
+3. Requantization in float32 (FBGEMM ``requantizeOutputProcessingAvx2``):
+   ``ats = float32(x_scale) * w_scale[n]`` and ``mult = ats / float32(scale)``; the float bias
+   is added in units of the accumulator, ``fma(bias, float32(1 / double(ats)), raw)`` per
+   tensor (one rounding: the compiler fused it) and ``raw + bias / ats`` per channel; then
+   ``rint(v * mult)`` (an out-of-range result becomes ``-2**31``), plus the output zero point,
+   clamped to 0..255; a fused ReLU is ``max(q, zero_point)``.
+
+The same arithmetic in torch 2.13 and 2.14 (measured on both).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from qlib import checks
+from qlib.quant import fma_float32
+from qlib.releases import torch_release
+
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+PAIR_CHUNK = 2**22  # products per piece when summing pairs with saturation (16 MiB of float32)
+
+
+def pairs_saturate_here() -> bool:
+    """Whether FBGEMM on this CPU adds pairs of u8·s8 products in saturating int16.
+
+    True on CPUs without AVX512-VNNI (FBGEMM's AVX2 and AVX-512 kernels use
+    ``vpmaddubsw``), and when the environment variable
+    ``FBGEMM_ENABLE_INSTRUCTIONS`` forces FBGEMM down to ``AVX2``, ``AVX512``
+    or ``AVX512_256``; False where FBGEMM runs its VNNI kernels.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> pairs_saturate_here() in (True, False)
+    True
+    """
+    forced = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").strip().upper()
+    if forced in ("AVX2", "AVX512", "AVX512_256"):
+        return True
+    return not torch.cpu._is_vnni_supported()
+
+
+def int_matmul(x: torch.Tensor, weight: torch.Tensor, pairs_saturate: bool) -> torch.Tensor:
+    """``sum_k x[m, k] * weight[n, k]`` as int64, ``[M, N]``, optionally with saturating pairs.
+
+    ``x`` holds uint8 codes ``[M, K]``, ``weight`` int8 codes ``[N, K]``. With
+    ``pairs_saturate`` each pair of products ``(k, k + 1)``, k even, is
+    clamped to the int16 range before the sum, as ``vpmaddubsw`` does.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> x = torch.tensor([[255, 255]], dtype=torch.uint8)
+    >>> w = torch.tensor([[-128, -128]], dtype=torch.int8)
+    >>> int_matmul(x, w, pairs_saturate=False), int_matmul(x, w, pairs_saturate=True)
+    (tensor([[-65280]]), tensor([[-32768]]))
+    """
+    # Exact in float64: |sum| <= K * 255 * 128 < 2**53 for any K a Linear can have.
+    exact = (x.double() @ weight.double().T).long()
+    if not pairs_saturate:
+        return exact
+    m, k = x.shape
+    n = weight.shape[0]
+    if k % 2:  # FBGEMM pads K with zeros to a whole number of pairs
+        x = torch.nn.functional.pad(x, (0, 1))
+        weight = torch.nn.functional.pad(weight, (0, 1))
+    xp = x.float().view(m, -1, 2)  # [M, pairs, 2]
+    wp = weight.float().view(n, -1, 2)  # [N, pairs, 2]
+    excess = torch.zeros(m, n, dtype=torch.float64)
+    pairs_per_piece = max(1, PAIR_CHUNK // max(1, m * n))
+    for start in range(0, xp.shape[1], pairs_per_piece):
+        # each pair's sum x0*w0 + x1*w1 for every (m, n): exact in float32 (|sum| < 2**17)
+        sums = torch.einsum(
+            "mpi,npi->pmn", xp[:, start : start + pairs_per_piece], wp[:, start : start + pairs_per_piece]
+        )
+        excess += (sums - sums.clamp(INT16_MIN, INT16_MAX)).sum(0, dtype=torch.float64)
+    return exact - excess.long()
+
+
+def requantize(
+    raw: torch.Tensor,
+    x_scale: float,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+    zero_point: int,
+    relu: bool,
+    per_channel: bool,
+) -> torch.Tensor:
+    """uint8 output codes from int32 accumulators ``raw`` ``[M, N]`` (step 3 of the module docstring).
+
+    ``weight_scale`` is float32 ``[N]`` (one value repeated for per-tensor
+    weights); ``bias`` float32 ``[N]`` or None.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> raw = torch.tensor([[100, -40]], dtype=torch.int32)
+    >>> requantize(raw, 0.02, torch.tensor([0.01, 0.01]), None, 0.05, 128, False, False)
+    tensor([[128, 128]], dtype=torch.uint8)
+    """
+    ats = torch.tensor(x_scale, dtype=torch.float32) * weight_scale  # float32 products
+    mult = ats / torch.tensor(scale, dtype=torch.float32)
+    v = raw.float()
+    if bias is not None and per_channel:
+        v = v + bias / ats
+    elif bias is not None:
+        rcp = torch.tensor(1.0 / float(ats[0].double()), dtype=torch.float32).item()
+        v = fma_float32(bias.expand_as(v), rcp, v)  # the compiler fused multiply and add
+    y = torch.round(v * mult)
+    y = torch.where(y.abs() < 2.0**31, y, -(2.0**31))  # cvtps2dq: out of range gives INT32_MIN
+    q = (y.double() + zero_point).clamp_(0, 255)
+    if relu:
+        q = q.clamp_(min=zero_point)
+    return q.to(torch.uint8)
+
+
+def linear(
+    x: torch.Tensor,
+    x_scale: float,
+    x_zero_point: int,
+    weight: torch.Tensor,
+    weight_scale: float | torch.Tensor,
+    weight_zero_point: int | torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+    zero_point: int,
+    relu: bool = False,
+    *,
+    pairs_saturate: bool | None = None,
+    release: str | None = None,
+) -> torch.Tensor:
+    """The uint8 codes of a quantized Linear, bit for bit as torch's ``x86`` and ``fbgemm`` engines.
+
+    Equals ``torch.ao.nn.quantized.Linear`` (``relu=True``:
+    ``torch.ao.nn.intrinsic.quantized.LinearReLU``) applied to the quint8
+    tensor with codes ``x`` ``[..., K]``, scale ``x_scale`` and zero point
+    ``x_zero_point``, with int8 weight codes ``weight`` ``[N, K]`` quantized
+    per tensor (``weight_scale``, ``weight_zero_point`` numbers) or per output
+    channel (1-d tensors of length N), a float32 ``bias`` ``[N]`` or None, and
+    output ``scale`` and ``zero_point``: its ``int_repr()``, shape ``[..., N]``.
+    ``pairs_saturate`` chooses the CPU: None follows the one torch runs on
+    (:func:`pairs_saturate_here`), True computes what a CPU without
+    AVX512-VNNI gives, False what one with it gives. The module docstring has
+    the arithmetic.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> x = torch.tensor([[130, 140]], dtype=torch.uint8)
+    >>> w = torch.tensor([[10, -20], [30, 40]], dtype=torch.int8)
+    >>> linear(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5, -0.5]), 0.2, 100)
+    tensor([[ 97, 111]], dtype=torch.uint8)
+    """
+    torch_release(release)  # the same arithmetic in every supported release
+    x = _codes(x, "x", torch.uint8, "quint8 activations")
+    weight = _codes(weight, "weight", torch.int8, "qint8 weights")
+    if x.dim() < 2:
+        raise ValueError(f"x must have at least 2 dimensions, [..., K], as quantized::linear requires; got {x.dim()}")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"weight must have shape [N, K] with K = x.shape[-1] = {x.shape[-1]}; got {tuple(weight.shape)}"
+        )
+    n, k = weight.shape
+    sx = checks.scale_value(x_scale, "x_scale")
+    zx = checks.zero_point_value(x_zero_point, 0, 255, "x_zero_point")
+    s = checks.scale_value(scale, "scale")
+    z = checks.zero_point_value(zero_point, 0, 255, "zero_point")
+    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
+    if per_channel:
+        sw = checks.channel_scales(weight_scale, n, 0, "weight_scale").float()
+        zw = checks.channel_zero_points(weight_zero_point, n, 0, -128, 127, "weight_zero_point")
+    else:
+        sw = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float32)
+        zw = torch.full((n,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
+    if bias is not None:
+        bias = checks.float32_tensor(bias, "bias")
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape ({n},), one value per output; got {tuple(bias.shape)}")
+        checks.no_nan(bias, "bias")
+    if pairs_saturate is None:
+        pairs_saturate = pairs_saturate_here()
+
+    rows = x.reshape(-1, k)
+    acc = int_matmul(rows, weight, pairs_saturate)
+    column_sums = weight.long().sum(1) - zw * k
+    row_sums = rows.long().sum(1)
+    raw = acc - zx * column_sums[None, :] - row_sums[:, None] * zw[None, :]
+    raw = (raw + 2**31).remainder(2**32) - 2**31  # int32 arithmetic wraps around
+    codes = requantize(raw.to(torch.int32), sx, sw, bias, s, z, relu, per_channel)
+    return codes.reshape(*x.shape[:-1], n)
+
+
+def _codes(t: object, name: str, dtype: torch.dtype, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.is_quantized or t.dtype != dtype:
+        got = (
+            "a quantized tensor (pass its .int_repr())"
+            if isinstance(t, torch.Tensor) and t.is_quantized
+            else (t.dtype if isinstance(t, torch.Tensor) else type(t).__name__)
+        )
+        raise TypeError(f"{name} must be a {dtype} tensor of codes ({what}); got {got}")
+    return t
