@@ -6,8 +6,10 @@ Microsoft's ``pyqlib`` are different projects).
 """
 
 from qlib.dequant import dequantize
+from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
+from qlib.linear import linear, pairs_saturate_here
 from qlib.mismatch import Report, Row, explain
 from qlib.observers import (
     MinMaxObserver,
@@ -32,12 +34,16 @@ __all__ = [
     "Report",
     "Row",
     "choose_qparams",
+    "choose_qparams_dynamic",
     "dequantize",
     "explain",
     "fake_quantize",
     "float32_reciprocal",
+    "linear",
+    "linear_dynamic",
     "fma_float32",
     "observer_range",
+    "pairs_saturate_here",
     "probe",
     "qrange",
     "quantize",

@@ -121,7 +121,7 @@ def requantize(
         v = v + bias / ats
     elif bias is not None:
         rcp = torch.tensor(1.0 / float(ats[0].double()), dtype=torch.float32).item()
-        v = fma_float32(bias.expand_as(v), rcp, v)  # the compiler fused multiply and add
+        v = fma_float32(bias[None, :].expand_as(v).contiguous(), rcp, v)  # the compiler fused multiply and add
     y = torch.round(v * mult)
     y = torch.where(y.abs() < 2.0**31, y, -(2.0**31))  # cvtps2dq: out of range gives INT32_MIN
     q = (y.double() + zero_point).clamp_(0, 255)

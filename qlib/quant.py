@@ -82,14 +82,15 @@ def float32_reciprocal(scale: float) -> float:
 
 def fma_float32(
     x: torch.Tensor,
-    inv: float,
-    zero_point: int | torch.Tensor,
+    inv: float | torch.Tensor,
+    zero_point: int | float | torch.Tensor,
     out: torch.Tensor | None = None,
     work: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x * inv + zero_point`` rounded once to float32, like an FMA instruction.
 
-    ``zero_point`` is a number or a float32 tensor shaped like ``x``.
+    ``x`` is float32; ``inv`` and ``zero_point`` are numbers or float32 tensors
+    that broadcast to ``x`` (``inv`` must be a float32 value).
 
     ``x * inv`` is exact in float64 (24-bit times 24-bit significands), so the
     float64 sum is rounded once. Rounding that to float32 is the FMA's answer
@@ -105,13 +106,15 @@ def fma_float32(
     tensor([3.5000])
     """
     v = x.double() if work is None else work.copy_(x)
-    v.mul_(inv).add_(zero_point)
+    v.mul_(inv.double() if isinstance(inv, torch.Tensor) else inv)
+    v.add_(zero_point.double() if isinstance(zero_point, torch.Tensor) else zero_point)
     halfway = (v.view(torch.int64) & _DROPPED_BITS_MASK) == _HALFWAY_PATTERN
     if halfway.any():
         idx = halfway.nonzero(as_tuple=True)
-        product = x[idx].double() * inv
+        factor = inv.expand_as(x)[idx].double() if isinstance(inv, torch.Tensor) else inv
+        addend = zero_point.expand_as(x)[idx].double() if isinstance(zero_point, torch.Tensor) else zero_point
+        product = x[idx].double() * factor
         total = v[idx]
-        addend = zero_point[idx].double() if isinstance(zero_point, torch.Tensor) else zero_point
         # TwoSum (Knuth): total + error == product + addend exactly.
         part = total - product
         error = (product - (total - part)) + (addend - part)

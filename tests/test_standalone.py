@@ -215,6 +215,32 @@ def operations(name: str) -> list[tuple]:
             found = qlib.probe(release_only=True)
             call(**{f.name: getattr(found, f.name) for f in dataclasses.fields(found)})
             call("2.15.0", "cuda", "aarch64", "DEFAULT", {"per tensor quint8": []})
+    elif name in ("linear", "linear_dynamic"):
+        gen = torch.Generator().manual_seed(3)
+        for k, per_channel in ((1, False), (37, True), (600, False)):
+            x8 = torch.randint(0, 256, (5, k), generator=gen, dtype=torch.uint8)
+            w = torch.randint(-128, 128, (7, k), generator=gen).to(torch.int8)
+            sw = torch.empty(7).uniform_(0.001, 0.02, generator=gen) if per_channel else 0.01
+            zw = torch.zeros(7, dtype=torch.long) if per_channel else 0
+            bias = torch.randn(7, generator=gen)
+            for saturate in (True, False):
+                if name == "linear":
+                    call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 1, pairs_saturate=saturate)
+                else:
+                    xf = torch.randn(5, k, generator=gen)
+                    call(xf, w, sw, zw, bias, k % 2 == 0, True, pairs_saturate=saturate)
+                    call(xf, w, sw, zw, None, True, False, pairs_saturate=saturate, release="2.13")
+        if name == "linear":
+            call(torch.zeros(2, 3), 0.1, 0, torch.zeros(4, 3, dtype=torch.int8), 0.1, 0, None, 0.1, 0)
+        else:
+            call(torch.tensor([[float("inf")]]), torch.zeros(1, 1, dtype=torch.int8), 0.1, 0, None)
+    elif name == "choose_qparams_dynamic":
+        for lo, hi in [(-1.0, 2.0), (0.0, 1e-3), (-1e-3, 0.0), (-1e-6, 2e-6), (0.0, 0.0), (-3e38, 3e38)]:
+            call(lo, hi)
+            call(lo, hi, True)
+        call(1.0, -1.0)
+    elif name == "pairs_saturate_here":
+        call()
     elif name == "SUPPORTED_RELEASES":
         ops.append(("attr", name, (), {}, []))
     else:
