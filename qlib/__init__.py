@@ -9,7 +9,7 @@ from qlib.dequant import dequantize
 from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
-from qlib.linear import linear, pairs_saturate_here
+from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.mismatch import Report, Row, explain
 from qlib.observers import (
     MinMaxObserver,

@@ -32,7 +32,7 @@ import math
 import torch
 
 from qlib import checks
-from qlib.linear import int_matmul, pairs_saturate_here
+from qlib.quantized_linear import int_matmul, pairs_saturate_here
 from qlib.quant import fma_float32, quantize
 from qlib.releases import torch_release
 

@@ -7,7 +7,7 @@ import torch
 from test_dynamic import torch_dynamic
 
 import qlib.dynamic as qd
-from qlib.linear import pairs_saturate_here
+from qlib.quantized_linear import pairs_saturate_here
 
 gen = torch.Generator().manual_seed(12)
 mismatches = compared = 0

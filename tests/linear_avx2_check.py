@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from test_linear import torch_linear
 
-import qlib.linear as ql
+import qlib.quantized_linear as ql
 
 gen = torch.Generator().manual_seed(11)
 mismatches = compared = 0

@@ -31,3 +31,10 @@ def test_public_api_has_example_and_chapter(name, obj):
     doc = inspect.getdoc(obj) or ""
     assert ">>>" in doc, f"qlib.{name} has no example in its docstring"
     assert "Chapter" in doc and "book/" in doc, f"qlib.{name} does not say which chapter explains it"
+
+
+def test_no_module_has_the_name_of_a_public_name():
+    """qlib.quantize must be the function: a module of that name would hide it (or be hidden)."""
+    modules = {info.name for info in pkgutil.iter_modules(qlib.__path__)}
+    assert not modules & set(qlib.__all__)
+    assert all(not inspect.ismodule(getattr(qlib, name)) for name in qlib.__all__)

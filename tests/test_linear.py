@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch.ao.nn.intrinsic.quantized import LinearReLU
 from torch.ao.nn.quantized import Linear
 
-import qlib.linear as ql
+import qlib.quantized_linear as ql
 
 ENGINES = ["x86", "fbgemm"]
 
