@@ -9,7 +9,6 @@ from qlib.dequant import dequantize
 from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
-from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.mismatch import Report, Row, explain
 from qlib.observers import (
     MinMaxObserver,
@@ -20,6 +19,7 @@ from qlib.observers import (
 from qlib.probing import Probe, probe
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quant import float32_reciprocal, fma_float32, quantize
+from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.ranges import qrange
 from qlib.releases import SUPPORTED_RELEASES, torch_release
 

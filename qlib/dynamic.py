@@ -32,8 +32,8 @@ import math
 import torch
 
 from qlib import checks
-from qlib.quantized_linear import int_matmul, pairs_saturate_here
 from qlib.quant import fma_float32, quantize
+from qlib.quantized_linear import int_matmul, pairs_saturate_here
 from qlib.releases import torch_release
 
 SMALL_SCALE_THRESHOLD = 6.1e-5  # float32 in ATen: 6.1e-5f
