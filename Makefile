@@ -51,8 +51,8 @@ test: lint unit unit-old notebooks notebooks-old book-strict pages browser
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
-	$(BIN)/ruff check qlib tests benchmarks _ext book
-	$(BIN)/ruff format --check qlib tests benchmarks _ext book
+	$(BIN)/ruff check qlib tests benchmarks _ext book history
+	$(BIN)/ruff format --check qlib tests benchmarks _ext book history
 
 unit: $(STAMP)
 	QLIB_EXPECT_TORCH=$(TORCH) $(BIN)/python -m pytest tests -q --durations=5 --ignore=tests/browser \
