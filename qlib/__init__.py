@@ -19,12 +19,14 @@ from qlib.observers import (
 from qlib.probing import Probe, probe
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quant import float32_reciprocal, fma_float32, quantize
+from qlib.quantized_add import add
 from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.ranges import qrange
 from qlib.releases import SUPPORTED_RELEASES, torch_release
 
 __all__ = [
     "SUPPORTED_RELEASES",
+    "add",
     "HistogramObserver",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",

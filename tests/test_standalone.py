@@ -226,12 +226,18 @@ def operations(name: str) -> list[tuple]:
             for saturate in (True, False):
                 if name == "linear":
                     call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 1, pairs_saturate=saturate)
+                    engine = "qnnpack" if saturate else "fbgemm"
+                    call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 0, engine=engine)
                 else:
                     xf = torch.randn(5, k, generator=gen)
                     call(xf, w, sw, zw, bias, k % 2 == 0, True, pairs_saturate=saturate)
                     call(xf, w, sw, zw, None, True, False, pairs_saturate=saturate, release="2.13")
         if name == "linear":
             call(torch.zeros(2, 3), 0.1, 0, torch.zeros(4, 3, dtype=torch.int8), 0.1, 0, None, 0.1, 0)
+            zeros, weight = torch.zeros(2, 3, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.int8)
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, engine="onednn")
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, pairs_saturate=False, engine="qnnpack")
+            call(zeros, 1e-20, 0, weight, 1e-20, 0, None, 1.0, 0, engine="qnnpack")
         else:
             call(torch.tensor([[float("inf")]]), torch.zeros(1, 1, dtype=torch.int8), 0.1, 0, None)
     elif name == "choose_qparams_dynamic":
@@ -239,6 +245,30 @@ def operations(name: str) -> list[tuple]:
             call(lo, hi)
             call(lo, hi, True)
         call(1.0, -1.0)
+    elif name == "add":
+        gen = torch.Generator().manual_seed(4)
+        for dtype, lo, hi, zp in (
+            (torch.uint8, 0, 256, 129),
+            (torch.int8, -128, 128, -5),
+            (torch.int32, -3000, 3000, 1001),
+        ):
+            a = torch.randint(lo, hi, (3, 70), generator=gen).to(dtype)
+            b = torch.randint(lo, hi, (3, 70), generator=gen).to(dtype)
+            for release in (None, "2.13", "2.14"):
+                call(a, 0.1, zp, b, 0.1, zp, 0.2, zp | 1, release=release)
+            call(a, 0.1, zp, b[:, :1], 0.05, 0, 0.3, 1, True)  # b broadcast along rows
+            call(a.t(), 0.1, zp, b.t(), 0.1, zp, 0.2, 1)  # strided rows: all scalar tail
+        ties = torch.full((70,), 1, dtype=torch.uint8)
+        call(ties, 0.5, 0, ties, 1.0, 1, 1.0, 1, release="2.13")
+        call(ties, 0.5, 0, ties, 1.0, 1, 1.0, 1, release="2.13", vector_width=64)
+        big = torch.randint(0, 256, (2**16 + 5,), generator=gen).to(torch.uint8)
+        call(big, 0.1, 3, big, 0.1, 3, 0.2, 0, threads=2)
+        call(ties * 255, 8e37, 0, ties * 0, 8e37, 255, 0.1, 128)  # inf - inf = NaN
+        call(torch.zeros(3), 0.1, 0, torch.zeros(3), 0.1, 0, 0.1, 0)
+        call(ties, 0.1, 0, ties.to(torch.int8), 0.1, 0, 0.1, 0)
+        call(ties, 0.1, 0, ties[:3], 0.1, 0, 0.1, 0)
+        call(ties, 0.1, 300, ties, 0.1, 0, 0.1, 0)
+        call(ties, 0.1, 0, ties, 0.1, 0, 0.1, 0, vector_width=0)
     elif name == "pairs_saturate_here":
         call()
     elif name == "SUPPORTED_RELEASES":
