@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import COMPARED, assert_same_ints
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.nn.quantized import QFunctional
 
@@ -113,6 +113,7 @@ lengths = st.one_of(
 )
 
 
+@settings(max_examples=settings().max_examples // 2)  # a few thousand elements an example
 @given(
     dtype=st.sampled_from([torch.uint8, torch.uint8, torch.int8, torch.int32]),
     length=lengths,
@@ -182,6 +183,7 @@ def layouts(draw):
     return shape, view_a, view_b, broadcast, draw(st.integers(0, ndim - 1))
 
 
+@settings(max_examples=settings().max_examples // 4)
 @given(
     layout=layouts(),
     dtype=st.sampled_from([torch.uint8, torch.int8, torch.int32]),
