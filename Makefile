@@ -114,6 +114,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_quantize.py
 	$(BIN)/python benchmarks/bench_histogram.py
+	$(BIN)/python benchmarks/bench_linear.py
 
 clean:
 	rm -rf _build

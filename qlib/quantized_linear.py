@@ -1,4 +1,4 @@
-"""A quantized Linear layer, integer by integer, as PyTorch's ``x86`` and ``fbgemm`` engines compute it.
+"""A quantized Linear layer, integer by integer, as PyTorch's ``x86``, ``fbgemm`` and ``qnnpack`` engines compute it.
 
 Explained in the book chapter "Inside a quantized Linear" (``book/09_linear``).
 
@@ -21,7 +21,21 @@ weight codes ``w`` it computes, per output element:
    ``rint(v * mult)`` (an out-of-range result becomes ``-2**31``), plus the output zero point,
    clamped to 0..255; a fused ReLU is ``max(q, zero_point)``.
 
-The same arithmetic in torch 2.13 and 2.14 (measured on both).
+The ``qnnpack`` engine (PyTorch's default on ARM; it runs on x86 too) computes the same layer
+differently (``PackedLinearWeightsQnnp::apply_impl`` in ``qlinear.cpp``, the kernel
+``pytorch_q8gemm_ukernel_4x4c2__sse2`` under ``qnnpack/src/q8gemm/``):
+
+1. the float bias is quantized to int32 once, by ``quant_utils::QuantizeBias`` (ATen's
+   ``QuantUtils.h``): ``quantize_per_tensor`` (per channel: ``quantize_per_channel``) to qint32
+   with scale ``x_scale * weight_scale`` in float64 and zero point 0;
+2. ``acc = int32 bias + sum_k (x - x_zero_point)(w - w_zero_point)``, exact in int32 (the zero
+   points are subtracted before multiplying, in int16; no pair can saturate);
+3. ``mult = float32(float32(x_scale) * w_scale[n]) * (1.0f / float32(scale))``, all float32
+   (``generate_requantization_scales`` in ``QnnpackUtils.h``: a reciprocal, not a division);
+   ``rint(float32(acc) * mult)`` (``float32(acc)`` rounds once ``|acc| > 2**24``), plus the zero
+   point, clamped to 0..255; a fused ReLU is ``max(q, zero_point)``.
+
+The same arithmetic in torch 2.13 and 2.14, for every engine (measured on both).
 """
 
 from __future__ import annotations
@@ -31,10 +45,11 @@ import os
 import torch
 
 from qlib import checks
-from qlib.quant import fma_float32
+from qlib.quant import fma_float32, quantize
 from qlib.releases import torch_release
 
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+ENGINES = ("x86", "fbgemm", "qnnpack")  # the quantized engines whose Linear qlib reproduces
 PAIR_CHUNK = 2**22  # products per piece when summing pairs with saturation (16 MiB of float32)
 
 
@@ -71,26 +86,39 @@ def int_matmul(x: torch.Tensor, weight: torch.Tensor, pairs_saturate: bool) -> t
     >>> int_matmul(x, w, pairs_saturate=False), int_matmul(x, w, pairs_saturate=True)
     (tensor([[-65280]]), tensor([[-32768]]))
     """
-    # Exact in float64: |sum| <= K * 255 * 128 < 2**53 for any K a Linear can have.
-    exact = (x.double() @ weight.double().T).long()
-    if not pairs_saturate:
-        return exact
     m, k = x.shape
     n = weight.shape[0]
+    exact = torch.zeros(m, n, dtype=torch.int64)
+    if exact.numel() and k:
+        # float32 holds every integer up to 2**24 exactly, and a float32 matmul of integers is then exact
+        # whatever the order of its additions: sum K in pieces short enough that no partial sum of
+        # |x| * |w| can pass 2**24 (512 products of 255 * 128, more for smaller codes), in int64.
+        largest = max(1, int(x.max()) * max(int(weight.max()), -int(weight.min())))
+        piece = max(1, 2**24 // largest)
+        xf, wf = x.float(), weight.float()
+        for start in range(0, k, piece):
+            part = (xf[:, start : start + piece] @ wf[:, start : start + piece].T).long()
+            exact = part if start == 0 else exact.add_(part)
+    if not pairs_saturate:
+        return exact
     if k % 2:  # FBGEMM pads K with zeros to a whole number of pairs
         x = torch.nn.functional.pad(x, (0, 1))
         weight = torch.nn.functional.pad(weight, (0, 1))
     xp = x.float().view(m, -1, 2)  # [M, pairs, 2]
     wp = weight.float().view(n, -1, 2)  # [N, pairs, 2]
-    excess = torch.zeros(m, n, dtype=torch.float64)
-    pairs_per_piece = max(1, PAIR_CHUNK // max(1, m * n))
+    # |x0*w0 + x1*w1| <= 128 * (x0 + x1): only rows with a pair of codes summing past 256 can leave int16
+    rows = (xp.sum(-1) > 256).any(1).nonzero().flatten()
+    xp = xp[rows]
+    excess = torch.zeros(len(rows), n, dtype=torch.float64)
+    pairs_per_piece = max(1, PAIR_CHUNK // max(1, len(rows) * n))
     for start in range(0, xp.shape[1], pairs_per_piece):
         # each pair's sum x0*w0 + x1*w1 for every (m, n): exact in float32 (|sum| < 2**17)
         sums = torch.einsum(
             "mpi,npi->pmn", xp[:, start : start + pairs_per_piece], wp[:, start : start + pairs_per_piece]
         )
         excess += (sums - sums.clamp(INT16_MIN, INT16_MAX)).sum(0, dtype=torch.float64)
-    return exact - excess.long()
+    exact[rows] -= excess.long()
+    return exact
 
 
 def requantize(
@@ -121,13 +149,84 @@ def requantize(
         v = v + bias / ats
     elif bias is not None:
         rcp = torch.tensor(1.0 / float(ats[0].double()), dtype=torch.float32).item()
-        v = fma_float32(bias[None, :].expand_as(v).contiguous(), rcp, v)  # the compiler fused multiply and add
+        v = fma_float32(bias.expand_as(v), rcp, v)  # the compiler fused multiply and add
+    return round_to_codes(v, mult, zero_point, relu)
+
+
+def round_to_codes(v: torch.Tensor, mult: torch.Tensor, zero_point: int, relu: bool) -> torch.Tensor:
+    """uint8 codes from float32 accumulators ``v`` ``[M, N]`` (bias added) and multipliers ``mult`` ``[N]``.
+
+    The end of FBGEMM's requantization: ``rint(v * mult)`` in float32 (an
+    out-of-range result becomes ``-2**31``, as ``cvtps2dq`` gives), plus the
+    output zero point, clamped to 0..255; ``relu`` clamps at the zero point.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> round_to_codes(torch.tensor([[2.5, -1e10]]), torch.tensor([1.0, 1.0]), 100, False)
+    tensor([[102,   0]], dtype=torch.uint8)
+    """
     y = torch.round(v * mult)
     y = torch.where(y.abs() < 2.0**31, y, -(2.0**31))  # cvtps2dq: out of range gives INT32_MIN
-    q = (y.double() + zero_point).clamp_(0, 255)
-    if relu:
-        q = q.clamp_(min=zero_point)
-    return q.to(torch.uint8)
+    # y + zero_point is exact in float32 below 2**24, and beyond that the clamp alone decides the code
+    return y.add_(zero_point).clamp_(zero_point if relu else 0, 255).to(torch.uint8)  # ReLU: max(q, zero_point)
+
+
+def bias_int32(
+    bias: torch.Tensor, x_scale: float, weight_scale: torch.Tensor, per_channel: bool, release: str | None = None
+) -> torch.Tensor:
+    """The qnnpack engine's int32 bias: ``bias`` quantized with scale ``x_scale * weight_scale``, zero point 0.
+
+    As PyTorch's ``quant_utils::QuantizeBias``: the scale is the float64
+    product of the input scale and the weight's float64 scale (``[N]``, one
+    value repeated for per-tensor weights), and the quantization is
+    ``quantize_per_tensor`` (per channel: ``quantize_per_channel``) to qint32,
+    which the two releases compute alike when the zero point is 0. Returns
+    int64 ``[N]``.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> bias_int32(torch.tensor([0.5, -0.5]), 0.1, torch.tensor([0.05, 0.05], dtype=torch.float64), False)
+    tensor([ 100, -100])
+    """
+    scales = weight_scale.double() * x_scale
+    for value in scales.unique().tolist():
+        if not checks.SCALE_MIN <= value <= checks.SCALE_MAX:
+            raise ValueError(
+                f"x_scale * weight_scale = {value!r} is the scale qnnpack quantizes the bias with; qlib models "
+                f"it between {checks.SCALE_MIN:.3g} and {checks.SCALE_MAX:.3g}"
+            )
+    if per_channel:
+        zeros = torch.zeros(len(scales), dtype=torch.long)
+        return quantize(bias, scales, zeros, torch.qint32, axis=0, release=release).long()
+    return quantize(bias, float(scales[0]), 0, torch.qint32, release=release).long()
+
+
+def requantize_qnnpack(
+    acc: torch.Tensor, x_scale: float, weight_scale: torch.Tensor, scale: float, zero_point: int, relu: bool
+) -> torch.Tensor:
+    """uint8 output codes from the qnnpack engine's int32 accumulators ``acc`` ``[M, N]`` (bias included).
+
+    ``weight_scale`` is float32 ``[N]``. The multiplier is
+    ``float32(x_scale) * weight_scale * (1 / float32(scale))``, every step in
+    float32, and each accumulator is converted to float32 before the product
+    (``_mm_cvtepi32_ps``): beyond ``2**24`` that conversion rounds. The
+    product is rounded half to even (``_mm_cvtps_epi32``; out of range gives
+    ``-2**31``), then the zero point added and the result clamped to 0..255.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> acc = torch.tensor([[1000, -1000]], dtype=torch.int32)
+    >>> requantize_qnnpack(acc, 0.02, torch.tensor([0.01, 0.01]), 0.05, 128, False)
+    tensor([[132, 124]], dtype=torch.uint8)
+    """
+    f32 = torch.float32
+    mult = (torch.tensor(x_scale, dtype=f32) * weight_scale) * (1 / torch.tensor(scale, dtype=f32))
+    if not torch.all((mult > 0) & (mult >= torch.finfo(f32).tiny) & torch.isfinite(mult)):
+        raise ValueError(
+            "qnnpack refuses a requantization scale x_scale * weight_scale / scale that is not a normal positive "
+            f"float32 (torch raises 'failed to create op'); got {mult.min().item()!r}..{mult.max().item()!r}"
+        )
+    return round_to_codes(acc.to(torch.int32).float(), mult, zero_point, relu)  # the same end as FBGEMM's
 
 
 def linear(
@@ -144,8 +243,9 @@ def linear(
     *,
     pairs_saturate: bool | None = None,
     release: str | None = None,
+    engine: str = "x86",
 ) -> torch.Tensor:
-    """The uint8 codes of a quantized Linear, bit for bit as torch's ``x86`` and ``fbgemm`` engines.
+    """The uint8 codes of a quantized Linear, bit for bit as torch's ``x86``, ``fbgemm`` or ``qnnpack`` engine.
 
     Equals ``torch.ao.nn.quantized.Linear`` (``relu=True``:
     ``torch.ao.nn.intrinsic.quantized.LinearReLU``) applied to the quint8
@@ -157,7 +257,11 @@ def linear(
     ``pairs_saturate`` chooses the CPU: None follows the one torch runs on
     (:func:`pairs_saturate_here`), True computes what a CPU without
     AVX512-VNNI gives, False what one with it gives. The module docstring has
-    the arithmetic.
+    the arithmetic. ``engine`` is the value of
+    ``torch.backends.quantized.engine`` to reproduce: ``"x86"`` and
+    ``"fbgemm"`` (the same arithmetic) or ``"qnnpack"``, whose kernel never
+    saturates pairs (so ``pairs_saturate`` must then stay None) and which
+    quantizes the bias to int32 first.
 
     Chapter: "Inside a quantized Linear" (book/09_linear).
 
@@ -165,8 +269,20 @@ def linear(
     >>> w = torch.tensor([[10, -20], [30, 40]], dtype=torch.int8)
     >>> linear(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5, -0.5]), 0.2, 100)
     tensor([[ 97, 111]], dtype=torch.uint8)
+    >>> linear(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5, -0.5]), 0.2, 100, engine="qnnpack")
+    tensor([[ 97, 111]], dtype=torch.uint8)
     """
     torch_release(release)  # the same arithmetic in every supported release
+    if engine not in ENGINES:
+        raise ValueError(
+            f"engine must be one of {', '.join(map(repr, ENGINES))} (the quantized engines qlib reproduces); "
+            f"got {engine!r}"
+        )
+    if engine == "qnnpack" and pairs_saturate is not None:
+        raise ValueError(
+            "pairs_saturate chooses the CPU for the x86 and fbgemm engines; the qnnpack engine never saturates "
+            f"pairs on any CPU: leave it None; got {pairs_saturate!r}"
+        )
     x = _codes(x, "x", torch.uint8, "quint8 activations")
     weight = _codes(weight, "weight", torch.int8, "qint8 weights")
     if x.dim() < 2:
@@ -182,17 +298,20 @@ def linear(
     z = checks.zero_point_value(zero_point, 0, 255, "zero_point")
     per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
     if per_channel:
-        sw = checks.channel_scales(weight_scale, n, 0, "weight_scale").float()
+        sw64 = checks.channel_scales(weight_scale, n, 0, "weight_scale")
         zw = checks.channel_zero_points(weight_zero_point, n, 0, -128, 127, "weight_zero_point")
     else:
-        sw = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float32)
+        sw64 = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float64)
         zw = torch.full((n,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
+    sw = sw64.float()
     if bias is not None:
         bias = checks.float32_tensor(bias, "bias")
         if bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), one value per output; got {tuple(bias.shape)}")
         checks.no_nan(bias, "bias")
-    if pairs_saturate is None:
+    if engine == "qnnpack":
+        pairs_saturate = False
+    elif pairs_saturate is None:
         pairs_saturate = pairs_saturate_here()
 
     rows = x.reshape(-1, k)
@@ -200,6 +319,12 @@ def linear(
     column_sums = weight.long().sum(1) - zw * k
     row_sums = rows.long().sum(1)
     raw = acc - zx * column_sums[None, :] - row_sums[:, None] * zw[None, :]
+    if engine == "qnnpack":  # the int32 bias starts the accumulator; the float bias never reaches requantization
+        if bias is not None:
+            raw = raw + bias_int32(bias, sx, sw64, per_channel, release)[None, :]
+        raw = (raw + 2**31).remainder(2**32) - 2**31  # int32 arithmetic wraps around
+        codes = requantize_qnnpack(raw.to(torch.int32), sx, sw, s, z, relu)
+        return codes.reshape(*x.shape[:-1], n)
     raw = (raw + 2**31).remainder(2**32) - 2**31  # int32 arithmetic wraps around
     codes = requantize(raw.to(torch.int32), sx, sw, bias, s, z, relu, per_channel)
     return codes.reshape(*x.shape[:-1], n)
