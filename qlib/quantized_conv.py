@@ -1,0 +1,321 @@
+"""A quantized Conv2d, integer by integer, as PyTorch's ``x86`` and ``fbgemm`` engines compute it on FBGEMM.
+
+The arithmetic it shares with a Linear is explained in "Inside a quantized Linear" (``book/09_linear``).
+
+``torch.ao.nn.quantized.Conv2d`` (and ``ConvReLU2d``) call ``quantized::conv2d``, which on the
+``fbgemm`` engine (and on ``x86``, unless oneDNN takes it, below) runs
+``PackedConvWeight<2>::apply_impl`` (PyTorch's ``aten/src/ATen/native/quantized/cpu/qconv.cpp``):
+FBGEMM's ``fbgemmConv`` (``src/FbgemmConv.cc``) on the activations in NHWC order. Its
+``ConvFastPath`` picks one of four kernels; each sums raw codes in int32, and on CPUs without
+AVX512-VNNI some of them add pairs of u8·s8 products in saturating int16 (``vpmaddubsw``):
+
+- depthwise (``takeDepthWiseFastPath``): ``groups == in_channels``, ``out_channels`` equal to
+  ``groups`` or twice it, ``groups`` a multiple of 8, a square 3x3, 5x5 or 7x7 kernel, strides 1
+  or 2, dilation 1, padding ``(k - 1) / 2``. A JIT AVX2 kernel (``src/GenerateI8Depthwise.cc``)
+  adds the taps in pairs, in row-major order (the last one of an odd count with zero), with
+  ``vpmaddubsw``: pairs saturate on every CPU, with VNNI or without. Its requantization
+  (``requantize_`` in ``src/FbgemmI8DepthwiseAvx2-inl.h``) adds a per-tensor bias
+  ``bias * float32(1 / ats)`` to ``raw`` with one rounding (an FMA) in torch 2.13 and with two in
+  torch 2.14 (the same source, compiled otherwise: ``depthwise_2d_`` in the 2.13.0+cpu wheel's
+  ``libtorch_cpu.so`` has ``vfmadd``, the 2.14.1 PyPI wheel's (CUDA 13.0) ``vmulps`` and ``vaddps``).
+- groupwise (``fbgemmOptimizedGConv`` in ``src/Fbgemm.cc``): as many input as output channels per
+  group, 2, 4, 8 or 16 of them, a 3x3 kernel, padding 1, dilation 1, strides (1, 1) or (2, 2), and
+  ``groups >= G_together = max(1, W // out_per_group // max(in_per_group, 4))``, W = 64 on CPUs with
+  AVX-512, 32 on AVX2 ones: groups = 1 with 8 or 16 channels in and out takes it too. Its JIT
+  kernels (``src/GroupwiseConv*.cc``) pair the channels ``(c, c + 1)`` of one tap; the kernel
+  is chosen by the CPU (cpuinfo), not by ``FBGEMM_ENABLE_INSTRUCTIONS``, so pairs saturate iff the
+  CPU has no AVX512-VNNI. When ``groups`` is not a multiple of ``G_together`` torch 2.13 and 2.14
+  give wrong codes for the first groups or corrupt the heap and abort (measured): qlib raises.
+- pointwise (1x1, stride 1, no padding, dilation 1): the GEMM of ``qlib.linear`` per group.
+- im2col (every other convolution): ``PackAWithIm2Col`` (``src/PackAWithIm2Col.cc``) lays out each
+  output position's receptive field per group as ``(kh, kw, c)``, c fastest, positions in the
+  padding holding the input zero point, K padded with zeros to whole pairs; then the GEMM of
+  ``qlib.linear``, whose pairs saturate iff FBGEMM runs its AVX2 or AVX-512 kernels.
+
+Then, per group of K = ``kh * kw * in_channels / groups`` columns, the zero-point corrections
+``raw = acc - x_zero_point * (sum w - w_zero_point * K) - w_zero_point * sum x`` (``sum x``
+includes the padding's zero points) and the float32 requantization of ``qlib.linear``.
+
+On Linux the ``x86`` engine sends the convolution to oneDNN instead when the CPU has AVX512-VNNI,
+the weights are symmetric and ``groups <= 100`` (``should_use_onednn_quant`` in
+``OnednnUtils.h``, decided when the weight is packed). oneDNN's sums are exact, but its float32
+requantization rounds near ties otherwise than FBGEMM, in a way that depends on the kernel oneDNN
+picks for the shape: qlib does not model it and raises.
+
+The same arithmetic in torch 2.13 and 2.14 but for that depthwise bias (measured on the 2.13.0+cpu
+and 2.14.1 wheels; whether the rounding follows the release or the wheel's build is not known).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from qlib import checks
+from qlib.quantized_linear import _codes, int_matmul, pairs_saturate_here, requantize, round_to_codes
+from qlib.releases import torch_release
+
+CONV_ENGINES = ("x86", "fbgemm")  # the quantized engines whose Conv2d qlib reproduces
+ONEDNN_MAX_GROUPS = 100  # should_use_onednn_quant: oneDNN only up to this many groups
+
+
+def conv2d_kernel(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    symmetric: bool,
+    *,
+    engine: str | None = None,
+    pairs_saturate: bool | None = None,
+) -> str:
+    """Which kernel torch runs a quantized Conv2d on: ``"oneDNN"`` or FBGEMM's ``"depthwise"``,
+    ``"groupwise"``, ``"pointwise"`` or ``"im2col"``.
+
+    ``symmetric``: every weight zero point is 0. ``engine`` and
+    ``pairs_saturate`` are :func:`conv2d`'s. ``"groupwise (broken)"`` names
+    the groupwise kernel on a number of groups it gets wrong (see the module
+    docstring).
+
+    Chapter: "A whole model, integer by integer" (book/10_model); the arithmetic is the Linear's (book/09_linear).
+
+    >>> conv2d_kernel(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), 32, False, engine="fbgemm")
+    'depthwise'
+    >>> conv2d_kernel(3, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, engine="x86", pairs_saturate=True)
+    'im2col'
+    """
+    engine = _engine(engine)
+    _, vnni, avx512 = _cpu(pairs_saturate)
+    g = groups
+    if engine == "x86" and sys.platform.startswith("linux") and vnni and symmetric and g <= ONEDNN_MAX_GROUPS:
+        return "oneDNN"
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    in_g, out_g = in_channels // g, out_channels // g
+    no_dilation = dh == dw == 1
+    if (
+        g == in_channels
+        and out_channels in (g, 2 * g)
+        and g % 8 == 0
+        and sh in (1, 2)
+        and sw in (1, 2)
+        and kh == kw in (3, 5, 7)
+        and no_dilation
+        and ph == pw == (kh - 1) // 2
+    ):
+        return "depthwise"
+    together = max(1, (64 if avx512 else 32) // out_g // max(in_g, 4))
+    if (
+        in_g == out_g in (2, 4, 8, 16)
+        and g >= together
+        and kh == kw == 3
+        and ph == pw == 1
+        and no_dilation
+        and sh == sw in (1, 2)
+    ):
+        return "groupwise" if g % together == 0 else "groupwise (broken)"
+    if kh == kw == sh == sw == 1 and ph == pw == 0 and no_dilation:
+        return "pointwise"
+    return "im2col"
+
+
+def conv2d(
+    x: torch.Tensor,
+    x_scale: float,
+    x_zero_point: int,
+    weight: torch.Tensor,
+    weight_scale: float | torch.Tensor,
+    weight_zero_point: int | torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+    zero_point: int,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    relu: bool = False,
+    *,
+    pairs_saturate: bool | None = None,
+    engine: str | None = None,
+    release: str | None = None,
+) -> torch.Tensor:
+    """The uint8 codes of a quantized Conv2d, bit for bit as torch's ``x86`` or ``fbgemm`` engine on FBGEMM.
+
+    Equals ``torch.ao.nn.quantized.Conv2d`` (``relu=True``:
+    ``torch.ao.nn.intrinsic.quantized.ConvReLU2d``, zero padding) applied to
+    the quint8 tensor with codes ``x`` ``[N, C, H, W]``, scale ``x_scale`` and
+    zero point ``x_zero_point``, with int8 weight codes ``weight``
+    ``[O, C / groups, kh, kw]`` quantized per tensor (``weight_scale``,
+    ``weight_zero_point`` numbers) or per output channel (1-d tensors of
+    length O), a float32 ``bias`` ``[O]`` or None, output ``scale`` and
+    ``zero_point``: its ``int_repr()``, ``[N, O, H_out, W_out]``. ``stride``,
+    ``padding`` and ``dilation`` are ints or (height, width) pairs.
+
+    ``pairs_saturate`` chooses the CPU: None the one torch runs on, True a CPU
+    without AVX-512 (AVX2 only), False one with AVX512-VNNI. ``engine`` is
+    ``torch.backends.quantized.engine`` when the module's weight was set:
+    None reads it; ``"x86"`` or ``"fbgemm"``. Where torch runs the convolution
+    on oneDNN (the ``x86`` engine on an AVX512-VNNI CPU with symmetric
+    weights, see the module docstring) this raises ``ValueError``, as it does
+    for the groupwise kernel's wrong group counts. :func:`conv2d_kernel` says
+    which kernel runs. ``release`` (None: the installed torch's) matters for
+    one rounding only, the depthwise kernel's per-tensor bias.
+
+    Chapter: "A whole model, integer by integer" (book/10_model); the arithmetic is the Linear's (book/09_linear).
+
+    >>> x = torch.tensor([[[[130, 140], [120, 255]]]], dtype=torch.uint8)
+    >>> w = torch.tensor([[[[10, -20], [30, 40]]]], dtype=torch.int8)
+    >>> conv2d(x, 0.1, 128, w, 0.05, 3, torch.tensor([0.5]), 0.2, 100, padding=1, engine="fbgemm")
+    tensor([[[[104, 115, 111],
+              [ 94, 208, 190],
+              [107,  28, 125]]]], dtype=torch.uint8)
+    """
+    release = torch_release(release)
+    engine = _engine(engine)
+    x = _codes(x, "x", torch.uint8, "quint8 activations")
+    weight = _codes(weight, "weight", torch.int8, "qint8 weights")
+    if x.dim() != 4:
+        raise ValueError(
+            f"x must have 4 dimensions [N, C, H, W], as a quantized Conv2d requires (qlib models 2-d convolution "
+            f"only); got {x.dim()}"
+        )
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have 4 dimensions [O, C / groups, kh, kw]; got {weight.dim()}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int; got {groups!r}")
+    n_out, in_g, kh, kw = weight.shape
+    n, c, h, w = x.shape
+    if n_out % groups or n_out == 0 or in_g * groups != c:
+        raise ValueError(
+            f"weight {tuple(weight.shape)} with groups={groups} needs out channels a positive multiple of groups "
+            f"and x with C = weight.shape[1] * groups = {in_g * groups} channels; x has shape {tuple(x.shape)}"
+        )
+    stride, padding, dilation = (
+        _pair(v, name, lo)
+        for v, name, lo in ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1))
+    )
+    h_out = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    w_out = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if h_out < 1 or w_out < 1 or kh < 1 or kw < 1:
+        raise ValueError(
+            f"the output would have no positions: {h}x{w} input, {kh}x{kw} kernel, stride {stride}, padding "
+            f"{padding}, dilation {dilation} give {h_out}x{w_out}"
+        )
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be True or False; got {type(relu).__name__}")
+    sx = checks.scale_value(x_scale, "x_scale")
+    zx = checks.zero_point_value(x_zero_point, 0, 255, "x_zero_point")
+    s = checks.scale_value(scale, "scale")
+    z = checks.zero_point_value(zero_point, 0, 255, "zero_point")
+    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
+    if per_channel:
+        sw = checks.channel_scales(weight_scale, n_out, 0, "weight_scale").float()
+        zw = checks.channel_zero_points(weight_zero_point, n_out, 0, -128, 127, "weight_zero_point")
+    else:
+        sw = torch.full((n_out,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float32)
+        zw = torch.full((n_out,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
+    if bias is not None:
+        bias = checks.float32_tensor(bias, "bias")
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias must have shape ({n_out},), one value per output channel; got {tuple(bias.shape)}")
+        checks.no_nan(bias, "bias")
+
+    symmetric = bool((zw == 0).all())
+    kernel = conv2d_kernel(
+        c, n_out, (kh, kw), stride, padding, dilation, groups, symmetric, engine=engine, pairs_saturate=pairs_saturate
+    )
+    if kernel == "oneDNN":
+        raise ValueError(
+            "torch runs this Conv on oneDNN (x86 engine, AVX512-VNNI CPU, symmetric weights, groups <= 100); qlib "
+            "models FBGEMM's convolution only: use torch.backends.quantized.engine = 'fbgemm' (and engine='fbgemm' "
+            "here), or pairs_saturate=True for a CPU without AVX512-VNNI, where torch runs FBGEMM"
+        )
+    if kernel == "groupwise (broken)":
+        raise ValueError(
+            f"torch runs this Conv on FBGEMM's groupwise kernel, which handles {groups} groups of {in_g} channels "
+            "wrongly on this kind of CPU (groups must be a multiple of the groups it computes together): torch "
+            "2.13 and 2.14 give wrong codes or corrupt memory, so there is nothing to reproduce"
+        )
+    gemm_saturates, vnni, _ = _cpu(pairs_saturate)
+    saturate = {"depthwise": True, "groupwise": not vnni}.get(kernel, gemm_saturates)
+
+    rows = _im2col(x, zx, (kh, kw), stride, padding, dilation, groups)  # [groups, positions, K]
+    k = rows.shape[-1]
+    w_rows = weight.permute(0, 2, 3, 1).reshape(groups, n_out // groups, k)  # K ordered (kh, kw, c)
+    zw_g = zw.view(groups, -1)
+    raw = torch.cat(
+        [
+            int_matmul(rows[g], w_rows[g], saturate)
+            - zx * (w_rows[g].long().sum(1) - zw_g[g] * k)[None, :]
+            - rows[g].long().sum(1)[:, None] * zw_g[g][None, :]
+            for g in range(groups)
+        ],
+        dim=1,
+    )
+    raw = ((raw + 2**31).remainder(2**32) - 2**31).to(torch.int32)  # int32 arithmetic wraps around
+    if kernel == "depthwise" and bias is not None and not per_channel and release == "2.14":
+        # requantize_ in FbgemmI8DepthwiseAvx2-inl.h, as torch 2.14 compiled it: bias * float32(1 / ats), rounded, added
+        ats = torch.tensor(sx, dtype=torch.float32) * sw
+        rcp = torch.tensor(1.0 / float(ats[0].double()), dtype=torch.float32)
+        v = raw.float() + bias[None, :] * rcp
+        codes = round_to_codes(v, ats / torch.tensor(s, dtype=torch.float32), z, relu)
+    else:
+        codes = requantize(raw, sx, sw, bias, s, z, relu, per_channel)
+    return codes.view(n, h_out, w_out, n_out).permute(0, 3, 1, 2).contiguous()
+
+
+def _engine(engine: str | None) -> str:
+    if engine is None:
+        engine = torch.backends.quantized.engine
+    if engine not in CONV_ENGINES:
+        raise ValueError(
+            f"engine must be one of {', '.join(map(repr, CONV_ENGINES))} (the quantized engines whose Conv2d "
+            f"qlib reproduces; None reads torch.backends.quantized.engine); got {engine!r}"
+        )
+    return engine
+
+
+def _cpu(pairs_saturate: bool | None) -> tuple[bool, bool, bool]:
+    """(FBGEMM's GEMM saturates pairs, the CPU has AVX512-VNNI, the CPU has AVX-512) for ``pairs_saturate``."""
+    if pairs_saturate is not None and not isinstance(pairs_saturate, bool):
+        raise TypeError(f"pairs_saturate must be None, True or False; got {type(pairs_saturate).__name__}")
+    if pairs_saturate is None:  # this CPU, as cpuinfo sees it; the GEMM's kernels may be forced down
+        return pairs_saturate_here(), torch.cpu._is_vnni_supported(), torch.cpu._is_avx512_supported()
+    return pairs_saturate, not pairs_saturate, not pairs_saturate
+
+
+def _pair(value: object, name: str, lowest: int) -> tuple[int, int]:
+    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < lowest for v in items):
+        raise ValueError(f"{name} must be an int >= {lowest} or a pair of them (height, width); got {value!r}")
+    return items
+
+
+def _im2col(
+    x: torch.Tensor,
+    x_zero_point: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> torch.Tensor:
+    """uint8 ``[groups, N * H_out * W_out, kh * kw * C / groups]``: each output position's inputs, (kh, kw, c) order.
+
+    The padding holds the input zero point, as FBGEMM's im2col fills it.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    h_out, w_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    padded = torch.full((n, c, h + 2 * ph, w + 2 * pw), x_zero_point, dtype=torch.uint8)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+    taps = [
+        padded[:, :, i * dh : i * dh + sh * (h_out - 1) + 1 : sh, j * dw : j * dw + sw * (w_out - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    cols = torch.stack(taps, 2).view(n, groups, c // groups, kh * kw, h_out, w_out)
+    return cols.permute(1, 0, 4, 5, 3, 2).reshape(groups, n * h_out * w_out, kh * kw * (c // groups))
