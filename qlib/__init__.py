@@ -9,6 +9,7 @@ from qlib.dequant import dequantize
 from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
+from qlib.integer_model import Activation, Comparison, LayerComparison, Run, compare, run
 from qlib.mismatch import Report, Row, explain
 from qlib.observers import (
     MinMaxObserver,
@@ -20,12 +21,17 @@ from qlib.probing import Probe, probe
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quant import float32_reciprocal, fma_float32, quantize
 from qlib.quantized_add import add
+from qlib.quantized_conv import conv2d, conv2d_kernel
 from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.ranges import qrange
 from qlib.releases import SUPPORTED_RELEASES, torch_release
 
 __all__ = [
     "SUPPORTED_RELEASES",
+    "Activation",
+    "Comparison",
+    "LayerComparison",
+    "Run",
     "add",
     "HistogramObserver",
     "MinMaxObserver",
@@ -36,7 +42,10 @@ __all__ = [
     "Report",
     "Row",
     "choose_qparams",
+    "compare",
     "choose_qparams_dynamic",
+    "conv2d",
+    "conv2d_kernel",
     "dequantize",
     "explain",
     "fake_quantize",
@@ -49,6 +58,7 @@ __all__ = [
     "probe",
     "qrange",
     "quantize",
+    "run",
     "torch_release",
 ]
 __version__ = "0.2.0"

@@ -51,6 +51,21 @@ DRIVER = textwrap.dedent(
         return ("other", type(value).__name__, str(value))
 
 
+    def small_model(seed, extra=False):
+        import torch.ao.quantization as tq
+        from torch import nn
+
+        torch.manual_seed(seed)
+        layers = [tq.QuantStub(), nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)]
+        layers += [nn.Upsample(scale_factor=2)] if extra else []
+        float_model = nn.Sequential(*layers, tq.DeQuantStub()).eval()
+        float_model.qconfig = tq.get_default_qconfig("fbgemm")
+        torch.backends.quantized.engine = "fbgemm"
+        prepared = tq.prepare(float_model)
+        prepared(torch.randn(8, 3, 6, 6))
+        return float_model, tq.convert(prepared), torch.randn(2, 3, 6, 6)
+
+
     def run(module, operations):
         results = []
         for kind, name, args, kwargs, batches in operations:
@@ -62,6 +77,9 @@ DRIVER = textwrap.dedent(
                 elif kind == "report":  # Report(rows, ...) with rows given as Row fields
                     rows, rest = [module.Row(**fields) for fields in args[0]], args[1:]
                     result = module.Report(rows, *rest)
+                elif kind == "model":  # run or compare on a small converted model built from a seed
+                    float_model, model, x = small_model(*args)
+                    result = getattr(module, name)(*((float_model, model, x) if name == "compare" else (model, x)), **kwargs)
                 elif kind == "observe":
                     observer = getattr(module, name)(*args, **kwargs)
                     for batch in batches:
@@ -240,6 +258,94 @@ def operations(name: str) -> list[tuple]:
             call(zeros, 1e-20, 0, weight, 1e-20, 0, None, 1.0, 0, engine="qnnpack")
         else:
             call(torch.tensor([[float("inf")]]), torch.zeros(1, 1, dtype=torch.int8), 0.1, 0, None)
+    elif name in ("conv2d", "conv2d_kernel"):
+        gen = torch.Generator().manual_seed(4)
+        layers = [  # im2col, depthwise, groupwise, pointwise, and im2col with groups and dilation
+            (6, 7, 1, (3, 3), 1, 1, 1),
+            (16, 16, 16, (3, 3), 1, 1, 1),
+            (16, 16, 4, (3, 3), 2, 1, 1),
+            (9, 5, 1, (1, 1), 1, 0, 1),
+            (6, 8, 2, (5, 5), 2, 2, 2),
+        ]
+        for c, n_out, groups, kernel, stride, padding, dilation in layers:
+            if name == "conv2d_kernel":
+                for saturate in (None, True, False):
+                    for engine, symmetric in (("x86", True), ("fbgemm", False)):
+                        args = (c, n_out, kernel, (stride, stride), (padding, padding), (dilation, dilation))
+                        call(*args, groups, symmetric, engine=engine, pairs_saturate=saturate)
+                continue
+            x8 = torch.randint(0, 256, (2, c, 9, 8), generator=gen, dtype=torch.uint8)
+            w = torch.randint(-128, 128, (n_out, c // groups, *kernel), generator=gen).to(torch.int8)
+            sw = torch.empty(n_out).uniform_(0.001, 0.02, generator=gen)
+            zw = torch.randint(-5, 6, (n_out,), generator=gen)
+            bias = torch.randn(n_out, generator=gen)
+            for saturate in (True, False):
+                for release in ("2.13", "2.14"):
+                    conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+                    call(
+                        x8,
+                        0.02,
+                        131,
+                        w,
+                        sw,
+                        zw,
+                        bias,
+                        0.07,
+                        77,
+                        **conv,
+                        relu=saturate,
+                        pairs_saturate=saturate,
+                        engine="fbgemm",
+                        release=release,
+                    )
+                    call(
+                        x8,
+                        0.02,
+                        131,
+                        w,
+                        0.01,
+                        3,
+                        bias,
+                        0.07,
+                        77,
+                        **conv,
+                        pairs_saturate=saturate,
+                        engine="x86",
+                        release=release,
+                    )
+                    call(x8, 0.02, 131, w, 0.01, 0, bias, 0.07, 77, **conv, pairs_saturate=saturate, engine="x86")
+        if name == "conv2d":
+            zeros, weight = torch.zeros(1, 4, 5, 5, dtype=torch.uint8), torch.zeros(6, 2, 3, 3, dtype=torch.int8)
+            call(zeros.float(), 0.1, 0, weight, 0.1, 0, None, 0.1, 0, groups=2, engine="fbgemm")
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, groups=3, engine="fbgemm")
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, groups=2, engine="qnnpack")
+            call(zeros[:, :, :2, :2], 0.1, 0, weight, 0.1, 0, None, 0.1, 0, groups=2, engine="fbgemm")
+            call(
+                torch.zeros(1, 18, 6, 6, dtype=torch.uint8),
+                0.1,
+                0,
+                torch.zeros(18, 2, 3, 3, dtype=torch.int8),
+                0.1,
+                1,
+                None,
+                0.1,
+                0,
+                padding=1,
+                groups=9,
+                pairs_saturate=False,
+                engine="fbgemm",
+            )
+    elif name in ("run", "compare"):
+        for saturate in (True, False):
+            ops.append(("model", name, (5,), {"pairs_saturate": saturate}, []))
+        ops.append(("model", name, (6, True), {}, []))  # an Upsample: not modelled
+    elif name == "Activation":
+        call("fc", "Linear", torch.tensor([3, 200], dtype=torch.uint8), 0.1, 7)
+    elif name == "Run":
+        call({})
+    elif name in ("Comparison", "LayerComparison"):
+        layer = qlib.LayerComparison("fc", "Linear", 31.7, 0.0115, False, 3, 20)
+        call(*[getattr(layer, f.name) for f in dataclasses.fields(layer)]) if name == "LayerComparison" else call([])
     elif name == "choose_qparams_dynamic":
         for lo, hi in [(-1.0, 2.0), (0.0, 1e-3), (-1e-3, 0.0), (-1e-6, 2e-6), (0.0, 0.0), (-3e38, 3e38)]:
             call(lo, hi)
@@ -312,11 +418,14 @@ def standalone_results(tmp_path_factory):
 def test_standalone_file_equals_qlib_without_qlib(name, standalone_results):
     folder, jobs, results = standalone_results
     tree = ast.parse((folder / f"{module_name(name)}.py").read_text())
-    imported = {
+    # what the file imports at the top; Comparison.plot imports matplotlib when called, and only then
+    imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert imported <= set(sys.stdlib_module_names) | {"torch", "__future__"}, imported
+    anywhere = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= set(sys.stdlib_module_names) | {"torch", "__future__"}, imported
+    assert anywhere - imported <= {"matplotlib"}, anywhere - imported
     theirs = results[module_name(name)]
     assert theirs["doctest_failures"] == 0, "a docstring example fails in the standalone file"
     ops = jobs[module_name(name)]
