@@ -268,7 +268,7 @@ class Comparison:
     """``compare``'s report: ``layers`` in the order the model runs them.
 
     ``str(report)`` is a plain-text table, a notebook shows an HTML table, and
-    :meth:`plot` draws SQNR by layer.
+    ``plot()`` draws SQNR by layer.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
