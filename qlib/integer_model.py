@@ -144,7 +144,8 @@ def _step_names(graph: torch.fx.Graph) -> dict[str, str]:
 
 def _trace(model: torch.nn.Module) -> torch.fx.Graph:
     try:
-        return torch.fx.symbolic_trace(model).graph
+        # the graph alone: symbolic_trace would also build and compile a GraphModule, which run() does not need
+        return torch.fx.Tracer().trace(model)
     except Exception as error:  # fx raises many kinds of error for untraceable code
         raise ValueError(
             f"qlib.run traces the model's forward with torch.fx, which failed: {type(error).__name__}: {error}. "
@@ -278,6 +279,7 @@ class Comparison:
     """
 
     layers: list[LayerComparison]
+    unmatched: list[str] = field(default_factory=list)
 
     def first_departure(self, threshold_db: float) -> LayerComparison | None:
         """The first layer whose SQNR falls below ``threshold_db``, or None."""
@@ -297,12 +299,19 @@ class Comparison:
         ]
         return head, body
 
+    def _note(self) -> str | None:
+        if not self.unmatched:
+            return None
+        return (
+            f"not compared, no layer of that name in the float model: {', '.join(self.unmatched)} "
+            "(pass the float model as fused, before prepare)"
+        )
+
     def __str__(self) -> str:
         head, body = self._rows()
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]
-        )
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
+        return "\n".join(lines + ([self._note()] if self._note() else []))
 
     __repr__ = __str__
 
@@ -310,7 +319,8 @@ class Comparison:
         head, body = self._rows()
         rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
         rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
-        return '<table class="qlib-report">' + "".join(rows) + "</table>"
+        note = f"<p>{html.escape(self._note())}</p>" if self._note() else ""
+        return '<table class="qlib-report">' + "".join(rows) + "</table>" + note
 
     def plot(self, ax=None):
         """A bar chart of SQNR (dB) by layer; returns the matplotlib Axes."""
@@ -356,7 +366,7 @@ def compare(
     names = _step_names(graph)
     float_out = _capture(float_model, x)
     torch_values = _torch_values(quantized_model, graph, x)
-    layers = []
+    layers, unmatched = [], []
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
@@ -365,7 +375,10 @@ def compare(
         theirs, name = torch_values[node.name], names[node.name]
         reference = float_out.get(name, float_out.get(f"{name}.activation_post_process"))
         new = isinstance(step, Activation) and not any(step is value for value in inputs)
-        if not new or step.scale is None or reference is None:
+        if not new or step.scale is None or step.op in LAYOUT_FUNCTIONS:
+            continue
+        if reference is None:
+            unmatched.append(name)
             continue
         codes = theirs.int_repr()
         mismatches = int((codes != step.codes).sum())
@@ -375,7 +388,7 @@ def compare(
         layers.append(
             LayerComparison(name, step.op, sqnr, error.abs().max().item(), mismatches == 0, mismatches, codes.numel())
         )
-    return Comparison(layers)
+    return Comparison(layers, unmatched)
 
 
 def _torch_values(model: torch.nn.Module, graph: torch.fx.Graph, x: torch.Tensor) -> dict[str, object]:

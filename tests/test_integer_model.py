@@ -133,6 +133,25 @@ def test_compare_finds_the_layer_whose_calibration_is_broken():
     assert "block.conv2" in str(broken) and "<table" in broken._repr_html_()
 
 
+def test_compare_says_which_layers_have_no_float_reference():
+    torch.manual_seed(4)
+    model = SmallCNN(8, 3, False, 16, True)
+    fused, q = quantized(model, torch.randn(16, 3, 8, 8), True)
+
+    class Wrapped(nn.Module):  # the same float model, every layer's name now starts with "inner."
+        def __init__(self):
+            super().__init__()
+            self.inner = fused
+
+        def forward(self, x):
+            return self.inner(x)
+
+    report = qlib.compare(Wrapped(), q, torch.randn(4, 3, 8, 8))
+    assert report.layers == [] and report.unmatched[:3] == ["quant", "stem", "block.conv1"], report.unmatched
+    assert "not compared, no layer of that name in the float model: quant, stem" in str(report)
+    assert qlib.compare(fused, q, torch.randn(4, 3, 8, 8)).unmatched == []
+
+
 def test_a_module_run_does_not_model_is_named():
     model = nn.Sequential(tq.QuantStub(), nn.Upsample(scale_factor=2), tq.DeQuantStub())
     model.eval()

@@ -1,0 +1,116 @@
+"""Time qlib.run on chapter 10's small CNN against torch's quantized forward, in one run.
+
+The model is the one of "A whole model, integer by integer" (book/10_model): a conv-ReLU, a
+residual block (depthwise conv-ReLU, 1x1 conv, quantized add), flatten and a Linear, calibrated
+and converted in eager mode on the ``fbgemm`` engine. ``qlib.run`` traces it with torch.fx and
+recomputes every step with qlib's operators (the model of this CPU, ``pairs_saturate=None``), so
+the ratio covers the whole model: im2col, depthwise and pointwise convolutions, the add's body
+and tail split, the Linear.
+
+Machines here are noisy, so only the ratio measured in the same run is reported; each time is the
+best of several repetitions, torch's and qlib's taken in turn. The goal is qlib within 20x of
+torch. Run with `make bench`; ``--threads 1`` compares single-threaded times, steadier on a busy
+machine, and ``--profile`` prints where qlib.run spends its time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import pstats
+import time
+import warnings
+
+import torch
+import torch.ao.quantization as tq
+from torch import nn
+
+import qlib
+
+warnings.filterwarnings("ignore")
+
+
+class SmallCNN(nn.Module):
+    """conv-ReLU; a residual block: depthwise conv-ReLU, 1x1 conv, add; flatten; Linear (chapter 10's model)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.quant = tq.QuantStub()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(16, 16, 1)
+        self.skip = torch.ao.nn.quantized.FloatFunctional()
+        self.fc = nn.Linear(16 * (size // 2) ** 2, 10)
+        self.dequant = tq.DeQuantStub()
+
+    def forward(self, x):
+        x = self.relu1(self.conv1(self.quant(x)))
+        y = self.conv3(self.relu2(self.conv2(x)))
+        x = self.skip.add(y, x)
+        return self.dequant(self.fc(torch.flatten(x, 1)))
+
+
+def best_times(fns, repeat: int) -> list[float]:
+    """The best time of each function over ``repeat`` rounds; each round runs the functions in turn."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16, help="images per batch (the chapter's: 16)")
+    parser.add_argument("--size", type=int, default=16, help="image height and width (the chapter's: 16)")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="print qlib.run's profile")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.quantized.engine = "fbgemm"  # FBGEMM on every x86 CPU, the engine qlib models
+
+    torch.manual_seed(0)
+    model = SmallCNN(args.size).eval()
+    gen = torch.Generator().manual_seed(10)
+    calibration = torch.randn(64, 3, args.size, args.size, generator=gen)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
+    model.qconfig = tq.get_default_qconfig("fbgemm")
+    fused = tq.fuse_modules(model, [["conv1", "relu1"], ["conv2", "relu2"]])
+    prepared = tq.prepare(copy.deepcopy(fused))
+    with torch.no_grad():
+        prepared(calibration)
+    quantized = tq.convert(prepared)
+
+    def run_torch():
+        with torch.no_grad():
+            return quantized(x)
+
+    def run_qlib():
+        return qlib.run(quantized, x)
+
+    equal = torch.equal(run_qlib().output.codes, run_torch())
+    t_torch, t_qlib = best_times([run_torch, run_qlib], args.repeat)
+    threads = torch.get_num_threads()
+    print(
+        f"chapter 10's model, batch {args.batch} of 3x{args.size}x{args.size}; torch {torch.__version__}, "
+        f"{threads} thread{'' if threads == 1 else 's'}; this CPU: pairs saturate = {qlib.pairs_saturate_here()}"
+    )
+    print(f"  {'':24s} {'torch':>9s} {'qlib.run':>10s} {'qlib/torch':>11s}  equal")
+    print(f"  {'whole model':24s} {t_torch * 1e3:6.1f} ms {t_qlib * 1e3:7.1f} ms {t_qlib / t_torch:10.1f}x  {equal}")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(run_qlib)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
