@@ -60,7 +60,7 @@ unit: $(STAMP)
 
 ## qlib against torch $(OLD_TORCH) (the checks of the repository's files, which need no torch, run once above)
 unit-old: $(STAMP_OLD)
-	QLIB_EXPECT_TORCH=$(OLD_TORCH) $(VENV_OLD)/bin/python -m pytest tests -q --durations=5 --ignore=tests/browser \
+	QLIB_EXPECT_TORCH=$(OLD_TORCH) HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci-old} $(VENV_OLD)/bin/python -m pytest tests -q --durations=5 --ignore=tests/browser \
 		--ignore=tests/pages --ignore=tests/test_pairing.py --ignore=tests/test_binder_colab.py \
 		--ignore=tests/test_citations.py
 

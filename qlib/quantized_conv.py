@@ -53,7 +53,15 @@ import sys
 import torch
 
 from qlib import checks
-from qlib.quantized_linear import _codes, int_matmul, pairs_saturate_here, requantize, round_to_codes
+from qlib.quantized_linear import (
+    INT16_MAX,
+    INT16_MIN,
+    _codes,
+    int_matmul,
+    pairs_saturate_here,
+    requantize,
+    round_to_codes,
+)
 from qlib.releases import torch_release
 
 CONV_ENGINES = ("x86", "fbgemm")  # the quantized engines whose Conv2d qlib reproduces
@@ -246,15 +254,11 @@ def conv2d(
     k = rows.shape[-1]
     w_rows = weight.permute(0, 2, 3, 1).reshape(groups, n_out // groups, k)  # K ordered (kh, kw, c)
     zw_g = zw.view(groups, -1)
-    raw = torch.cat(
-        [
-            int_matmul(rows[g], w_rows[g], saturate)
-            - zx * (w_rows[g].long().sum(1) - zw_g[g] * k)[None, :]
-            - rows[g].long().sum(1)[:, None] * zw_g[g][None, :]
-            for g in range(groups)
-        ],
-        dim=1,
-    )
+    acc = _grouped_int_matmul(rows, w_rows, saturate)  # [groups, positions, outputs per group]
+    column_sums = w_rows.long().sum(2) - zw_g * k  # [groups, outputs per group]
+    row_sums = rows.long().sum(2)  # [groups, positions]
+    raw = acc - zx * column_sums[:, None, :] - row_sums[:, :, None] * zw_g[:, None, :]
+    raw = raw.permute(1, 0, 2).reshape(rows.shape[1], n_out)  # outputs in group order
     raw = ((raw + 2**31).remainder(2**32) - 2**31).to(torch.int32)  # int32 arithmetic wraps around
     if kernel == "depthwise" and bias is not None and not per_channel and release == "2.14":
         # requantize_ in FbgemmI8DepthwiseAvx2-inl.h, as torch 2.14 compiled it: bias * float32(1 / ats), rounded, added
@@ -265,6 +269,26 @@ def conv2d(
     else:
         codes = requantize(raw, sx, sw, bias, s, z, relu, per_channel)
     return codes.view(n, h_out, w_out, n_out).permute(0, 3, 1, 2).contiguous()
+
+
+def _grouped_int_matmul(rows: torch.Tensor, weights: torch.Tensor, saturate: bool) -> torch.Tensor:
+    """``int_matmul`` for every group at once: ``rows`` ``[G, P, K]``, ``weights`` ``[G, N, K]`` -> int64 ``[G, P, N]``.
+
+    For short K (depthwise and most grouped layers) one batched float32 product of pair sums,
+    exact because every partial sum stays below 2**24; otherwise ``int_matmul`` group by group.
+    """
+    groups, _, k = rows.shape
+    if groups == 1 or k * 255 * 128 >= 2**24:
+        return torch.stack([int_matmul(rows[g], weights[g], saturate) for g in range(groups)])
+    if k % 2:  # pairs (k, k + 1), k even, as FBGEMM pads K with a zero
+        rows = torch.nn.functional.pad(rows, (0, 1))
+        weights = torch.nn.functional.pad(weights, (0, 1))
+    r = rows.float().unflatten(2, (-1, 2))  # [G, P, pairs, 2]
+    w = weights.float().unflatten(2, (-1, 2))  # [G, N, pairs, 2]
+    pairs = torch.einsum("gpti,gnti->gpnt", r, w)  # each pair's x0*w0 + x1*w1, exact in float32
+    if saturate:
+        pairs = pairs.clamp(INT16_MIN, INT16_MAX)
+    return pairs.sum(3).long()
 
 
 def _engine(engine: str | None) -> str:

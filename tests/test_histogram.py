@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_same_bits, assert_same_ints
+from conftest import assert_same_bits, assert_same_ints, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.quantization import observer as tobs
@@ -129,7 +129,7 @@ def compare_qparams(ours, theirs, context=""):
     assert_same_ints(zero_point, expected[1], f"zero_point {context}")
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(batches=streams(), kwargs=histogram_settings())
 def test_histogram_observer_matches_torch(batches, kwargs):
     ours, theirs = qh.HistogramObserver(**kwargs), torch_observer(**kwargs)
@@ -140,7 +140,7 @@ def test_histogram_observer_matches_torch(batches, kwargs):
     compare_qparams(ours, theirs, str(kwargs))
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(batches=streams(min_size=10**4, max_size=3 * 10**4))
 def test_histogram_observer_matches_torch_on_larger_batches(batches):
     ours, theirs = qh.HistogramObserver(reduce_range=True), torch_observer(reduce_range=True)
@@ -151,7 +151,7 @@ def test_histogram_observer_matches_torch_on_larger_batches(batches):
     compare_qparams(ours, theirs)
 
 
-@settings(max_examples=4)
+@settings(max_examples=examples(4))
 @given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(EXTREME_KINDS), n=st.integers(20, 200))
 def test_histogram_observer_matches_torch_on_extreme_scales(seed, kind, n):
     x = make_batch(kind, n, torch.Generator().manual_seed(seed))
@@ -185,7 +185,7 @@ def torch_with_state(histogram, min_val, max_val, **kwargs):
     return obs
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(hist=histograms(), dtype=st.sampled_from([torch.quint8, torch.qint32, torch.int16]))
 def test_search_range_matches_torch(hist, dtype):
     histogram, lo, hi = hist
@@ -270,7 +270,7 @@ def test_forum_input_in_normal_mode_equals_torch_eager_flow():
     assert legacy.calculate_qparams()[1].item() != zero_point.item()
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([1.5, 3.0, 20.0]), n=st.integers(200, 2000))
 def test_legacy_first_batch_equals_torch_with_the_int_range_histogram(seed, spread, n):
     """legacy=True is torch 2.13 with the first histogram built by histc over int(min)..int(max)."""

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_same_bits, assert_same_ints
+from conftest import assert_same_bits, assert_same_ints, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.quantization import observer as tobs
@@ -144,14 +144,14 @@ def test_moving_average_observer_matches_torch(batches, kwargs, c):
 
 
 # torch.aminmax along a dim costs milliseconds on a loaded 2-core machine even for tiny batches
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(stream=streams(channels=True), kwargs=accepted_settings(per_channel=True))
 def test_per_channel_observer_matches_torch(stream, kwargs):
     batches, ch_axis = stream
     qparams_or_error(*run_both("PerChannelMinMaxObserver", kwargs, batches, {"ch_axis": ch_axis}))
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(stream=streams(channels=True), kwargs=accepted_settings(per_channel=True), c=st.sampled_from([0.01, 0.5, 1.0]))
 def test_moving_average_per_channel_observer_matches_torch(stream, kwargs, c):
     batches, ch_axis = stream
