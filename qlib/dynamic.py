@@ -33,7 +33,7 @@ import torch
 
 from qlib import checks
 from qlib.quant import fma_float32, quantize
-from qlib.quantized_linear import int_matmul, pairs_saturate_here
+from qlib.quantized_linear import checked_bias, int_matmul, pairs_saturate_here, weight_qparams
 from qlib.releases import torch_release
 
 SMALL_SCALE_THRESHOLD = 6.1e-5  # float32 in ATen: 6.1e-5f
@@ -130,17 +130,9 @@ def linear_dynamic(
             f"weight must have shape [N, K] with K = x.shape[-1]; got weight {tuple(weight.shape)}, x {tuple(x.shape)}"
         )
     n, k = weight.shape
-    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
-    if per_channel:
-        sw = checks.channel_scales(weight_scale, n, 0, "weight_scale").float()
-        zw = checks.channel_zero_points(weight_zero_point, n, 0, -128, 127, "weight_zero_point")
-    else:
-        sw = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float32)
-        zw = torch.full((n,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
-    if bias is not None:
-        bias = checks.float32_tensor(bias, "bias")
-        if bias.shape != (n,):
-            raise ValueError(f"bias must have shape ({n},), one value per output; got {tuple(bias.shape)}")
+    _, sw, zw = weight_qparams(weight_scale, weight_zero_point, n)
+    sw = sw.float()
+    bias = checked_bias(bias, n)
     if pairs_saturate is None:
         pairs_saturate = pairs_saturate_here()
 

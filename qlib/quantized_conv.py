@@ -57,10 +57,12 @@ from qlib.quantized_linear import (
     INT16_MAX,
     INT16_MIN,
     _codes,
+    checked_bias,
     int_matmul,
     pairs_saturate_here,
     requantize,
     round_to_codes,
+    weight_qparams,
 )
 from qlib.releases import torch_release
 
@@ -218,18 +220,9 @@ def conv2d(
     zx = checks.zero_point_value(x_zero_point, 0, 255, "x_zero_point")
     s = checks.scale_value(scale, "scale")
     z = checks.zero_point_value(zero_point, 0, 255, "zero_point")
-    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
-    if per_channel:
-        sw = checks.channel_scales(weight_scale, n_out, 0, "weight_scale").float()
-        zw = checks.channel_zero_points(weight_zero_point, n_out, 0, -128, 127, "weight_zero_point")
-    else:
-        sw = torch.full((n_out,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float32)
-        zw = torch.full((n_out,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
-    if bias is not None:
-        bias = checks.float32_tensor(bias, "bias")
-        if bias.shape != (n_out,):
-            raise ValueError(f"bias must have shape ({n_out},), one value per output channel; got {tuple(bias.shape)}")
-        checks.no_nan(bias, "bias")
+    per_channel, sw, zw = weight_qparams(weight_scale, weight_zero_point, n_out)
+    sw = sw.float()
+    bias = checked_bias(bias, n_out)
 
     symmetric = bool((zw == 0).all())
     kernel = conv2d_kernel(

@@ -229,6 +229,46 @@ def requantize_qnnpack(
     return round_to_codes(acc.to(torch.int32).float(), mult, zero_point, relu)  # the same end as FBGEMM's
 
 
+def weight_qparams(
+    weight_scale: float | torch.Tensor, weight_zero_point: int | torch.Tensor, n: int
+) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """``(per_channel, scales, zero_points)`` of int8 weights with ``n`` output channels, checked.
+
+    Numbers mean per tensor, 1-d tensors of length ``n`` per channel; the scales
+    come back as float64 and the zero points as int64, one per output channel.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> weight_qparams(0.5, 3, 2)
+    (False, tensor([0.5000, 0.5000], dtype=torch.float64), tensor([3, 3]))
+    """
+    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
+    if per_channel:
+        scales = checks.channel_scales(weight_scale, n, 0, "weight_scale")
+        zero_points = checks.channel_zero_points(weight_zero_point, n, 0, -128, 127, "weight_zero_point")
+    else:
+        scales = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float64)
+        zero_points = torch.full((n,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
+    return per_channel, scales, zero_points
+
+
+def checked_bias(bias: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """``bias`` if it is None or a float32 tensor of shape ``(n,)`` without NaN, else a clear error.
+
+    Chapter: "Inside a quantized Linear" (book/09_linear).
+
+    >>> checked_bias(torch.tensor([0.5, -1.0]), 2)
+    tensor([ 0.5000, -1.0000])
+    """
+    if bias is None:
+        return None
+    checks.float32_tensor(bias, "bias")
+    if bias.shape != (n,):
+        raise ValueError(f"bias must have shape ({n},), one value per output; got {tuple(bias.shape)}")
+    checks.no_nan(bias, "bias")
+    return bias
+
+
 def linear(
     x: torch.Tensor,
     x_scale: float,
@@ -296,19 +336,9 @@ def linear(
     zx = checks.zero_point_value(x_zero_point, 0, 255, "x_zero_point")
     s = checks.scale_value(scale, "scale")
     z = checks.zero_point_value(zero_point, 0, 255, "zero_point")
-    per_channel = isinstance(weight_scale, torch.Tensor) and weight_scale.dim() == 1
-    if per_channel:
-        sw64 = checks.channel_scales(weight_scale, n, 0, "weight_scale")
-        zw = checks.channel_zero_points(weight_zero_point, n, 0, -128, 127, "weight_zero_point")
-    else:
-        sw64 = torch.full((n,), checks.scale_value(weight_scale, "weight_scale"), dtype=torch.float64)
-        zw = torch.full((n,), checks.zero_point_value(weight_zero_point, -128, 127, "weight_zero_point"))
+    per_channel, sw64, zw = weight_qparams(weight_scale, weight_zero_point, n)
     sw = sw64.float()
-    if bias is not None:
-        bias = checks.float32_tensor(bias, "bias")
-        if bias.shape != (n,):
-            raise ValueError(f"bias must have shape ({n},), one value per output; got {tuple(bias.shape)}")
-        checks.no_nan(bias, "bias")
+    bias = checked_bias(bias, n)
     if engine == "qnnpack":
         pairs_saturate = False
     elif pairs_saturate is None:
