@@ -16,29 +16,16 @@ Run with `make bench`; ``--threads 1`` compares single-threaded times, steadier 
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from functools import partial
 
 import torch
+from timing import best_times
 from torch.ao.nn.quantized import Linear
 
 import qlib
 
 warnings.filterwarnings("ignore")
-
-
-def best_times(fns, repeat: int) -> list[float]:
-    """The best time of each function over ``repeat`` rounds; each round runs the functions in turn."""
-    for fn in fns:
-        fn()  # warm-up
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def torch_layer(w, w_scale, bias, scale, zero_point, engine):

@@ -19,11 +19,11 @@ import argparse
 import copy
 import cProfile
 import pstats
-import time
 import warnings
 
 import torch
 import torch.ao.quantization as tq
+from timing import best_times
 from torch import nn
 
 import qlib
@@ -51,19 +51,6 @@ class SmallCNN(nn.Module):
         y = self.conv3(self.relu2(self.conv2(x)))
         x = self.skip.add(y, x)
         return self.dequant(self.fc(torch.flatten(x, 1)))
-
-
-def best_times(fns, repeat: int) -> list[float]:
-    """The best time of each function over ``repeat`` rounds; each round runs the functions in turn."""
-    for fn in fns:
-        fn()  # warm-up
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -9,24 +9,14 @@ each time is the best of several repetitions. Run with `make bench`.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import torch
+from timing import best_times
 
 import qlib
 
 warnings.filterwarnings("ignore")
-
-
-def best_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -49,27 +39,22 @@ def main() -> None:
     ao_vs_torch = int((q_ao != q_torch.int_repr()).sum())
     q_qlib = q_torch.int_repr()
 
-    quantize_rows = {
-        f"qlib.quantize, torch {release}'s arithmetic": best_time(
-            lambda release=release: qlib.quantize(x, scale, zero_point, torch.quint8, release=release), args.repeat
+    quantize = {
+        f"qlib.quantize, torch {release}'s arithmetic": (
+            lambda release=release: qlib.quantize(x, scale, zero_point, torch.quint8, release=release)
         )
         for release in qlib.SUPPORTED_RELEASES
     }
-    quantize_rows["torch.quantize_per_tensor"] = best_time(
-        lambda: torch.quantize_per_tensor(x, scale, zero_point, torch.quint8), args.repeat
-    )
-    quantize_rows["torchao quantize_affine"] = best_time(
-        lambda: quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255), args.repeat
-    )
+    quantize["torch.quantize_per_tensor"] = lambda: torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    quantize["torchao quantize_affine"] = lambda: quantize_affine(x, block, s_t, z_t, torch.uint8, 0, 255)
+    dequantize = {
+        "qlib.dequantize": lambda: qlib.dequantize(q_qlib, scale, zero_point),
+        "torch Tensor.dequantize": q_torch.dequantize,
+        "torchao dequantize_affine": lambda: dequantize_affine(q_ao, block, s_t, z_t, torch.uint8),
+    }
     timings = {
-        "quantize": quantize_rows,
-        "dequantize": {
-            "qlib.dequantize": best_time(lambda: qlib.dequantize(q_qlib, scale, zero_point), args.repeat),
-            "torch Tensor.dequantize": best_time(q_torch.dequantize, args.repeat),
-            "torchao dequantize_affine": best_time(
-                lambda: dequantize_affine(q_ao, block, s_t, z_t, torch.uint8), args.repeat
-            ),
-        },
+        op: dict(zip(fns, best_times(list(fns.values()), args.repeat), strict=True))
+        for op, fns in (("quantize", quantize), ("dequantize", dequantize))
     }
 
     print(f"{args.numel:,} float32 elements, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -81,7 +66,10 @@ def main() -> None:
         print(f"\n{op}")
         width = max(map(len, rows))
         baselines = [name for name in rows if not name.startswith("qlib")]
-        print(f"  {'':{width}s} {'time':>9s}   " + "   ".join(f"/ {name.split()[0]:<7s}" for name in baselines))
+        print(
+            f"  {'':{width}s} {'time':>9s}   "
+            + "   ".join(f"{'/ ' + name.split()[0].split('.')[0]:>9s}" for name in baselines)
+        )
         for name, seconds in rows.items():
             ratios = "   ".join(f"{seconds / rows[base]:9.2f}" for base in baselines)
             print(f"  {name:{width}s} {seconds * 1e3:6.1f} ms   {ratios}")
