@@ -55,6 +55,22 @@ PyTorch's own arithmetic depends on the release: torch 2.14 adds the zero
 point after rounding on every path, torch 2.13 before (except for 4- and 2-bit
 dtypes), so the same hand computation has different causes on the two.
 
+``kernel`` says which of PyTorch's quantize ops produced ``reference``:
+``"aten"`` (the default) is ``torch.quantize_per_tensor`` /
+``quantize_per_channel`` and the quantized modules of eager mode, whose
+arithmetic is the release's; ``"pt2e"`` is the op ``convert_pt2e`` writes,
+``torch.ops.quantized_decomposed.quantize_per_tensor`` (or
+``quantize_per_channel``, with float32 scales), and ``"affine"`` is torchao's
+``quantize_affine``, as ``quantize_`` calls it. Both add the zero point after
+rounding in every release and clamp to ``[quant_min, quant_max]`` (keywords,
+default: the dtype's range), so a reader's value past a narrower range is
+``clamp_low`` or ``clamp_high`` even where the dtype could hold it. The PT2E
+per-tensor op also takes its reciprocal in float64, ``float32(1 / double(scale))``;
+for it ``scale_precision`` names the other choice, the float32 reciprocal
+``1.0f / float32(scale)`` of the ATen kernels (for a float32 scale the two are
+almost always equal: see ``qlib.pt2e_ops``). ``wraparound`` stays about the
+storage dtype's range: a value inside it is not wrapped by a cast.
+
 One difference has no name in the vocabulary: torch 2.13's 8-bit per-tensor
 kernel rounds ``x * (1/scale) + zero_point`` once (a fused multiply-add), while
 the textbook float32 formula rounds twice. That computation counts as one more
@@ -73,9 +89,11 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from qlib import checks
+from qlib.pt2e_ops import quantize_pt2e, reciprocal
 from qlib.quant import CODE_DTYPES, SUB_BYTE, fma_float32, quantize
 from qlib.ranges import DTYPE_RANGES
 from qlib.releases import torch_release
+from qlib.torchao_primitives import quantize_affine
 
 CAUSES: tuple[str, ...] = (
     "clamp_low",
@@ -115,6 +133,14 @@ WRAPS: dict[torch.dtype, list[tuple[str, int, int]]] = {
 MANUAL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 MANUAL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SHOWN_ROWS = 50  # rows printed by str() and the HTML table; Report.rows holds all
+# The quantize ops explain can take as the reference's, and what each is called in a report.
+KERNELS: dict[str, str] = {
+    "aten": "torch",
+    "pt2e": "the PT2E op (quantized_decomposed)",
+    "affine": "torchao's quantize_affine",
+}
+# The plain dtypes the PT2E op and quantize_affine produce (as their quantized twins are named).
+KERNEL_DTYPES = (torch.uint8, torch.int8, torch.int32)
 WIDTH = 100  # characters per line of str(report): a laptop's page
 
 
@@ -167,7 +193,8 @@ class Report:
     ``reference_not_recomputed``, the number of elements where ``reference``
     differs from qlib's recomputation of torch's arithmetic (0 unless the scale,
     zero point or dtype passed are not the ones torch used); ``release``, the
-    torch release whose arithmetic was assumed.
+    torch release whose arithmetic was assumed; ``kernel``, the op
+    (``"aten"``, ``"pt2e"`` or ``"affine"``).
 
     ``str(report)`` is a plain-text table at most 100 characters wide, each
     row's proof wrapped beneath it; in a notebook the report shows as an HTML
@@ -187,6 +214,7 @@ class Report:
     setting: str = ""
     reference_not_recomputed: int = 0
     release: str = ""
+    kernel: str = "aten"
 
     def _summary(self) -> list[str]:
         if not self.rows:
@@ -208,9 +236,12 @@ class Report:
                     "each names the first in order of precedence (all are in its .hypotheses)."
                 )
         if self.reference_not_recomputed:
+            source = (
+                f"torch {self.release}'s" if self.kernel == "aten" else f"{KERNELS.get(self.kernel, self.kernel)}'s"
+            )
             lines.append(
-                f"Warning: reference differs at {_count(self.reference_not_recomputed, 'element')} from torch "
-                f"{self.release}'s arithmetic recomputed with this scale, zero_point and dtype; check that they "
+                f"Warning: reference differs at {_count(self.reference_not_recomputed, 'element')} from "
+                f"{source} arithmetic recomputed with this scale, zero_point and dtype; check that they "
                 "are the ones PyTorch used."
             )
         return lines
@@ -279,6 +310,9 @@ def explain(
     axis: int | None = None,
     *,
     release: str | None = None,
+    kernel: str = "aten",
+    quant_min: int | None = None,
+    quant_max: int | None = None,
 ) -> Report:
     """Name, for every element where ``manual`` differs from ``reference``, the cause of the difference.
 
@@ -291,7 +325,12 @@ def explain(
     quantization; with a quantized ``reference`` they, ``dtype`` and ``axis``
     default to the reference's own. ``release`` (``"2.13"``, ``"2.14"``; None:
     the installed torch) is the release whose arithmetic produced
-    ``reference``. The module docstring lists the causes and their precedence;
+    ``reference``. ``kernel="pt2e"`` takes ``reference`` from the PT2E op
+    (``convert_pt2e``'s ``quantize_per_tensor``/``quantize_per_channel``) and
+    ``kernel="affine"`` from torchao's ``quantize_affine``, both clamping to
+    ``[quant_min, quant_max]`` (default: the dtype's range) and with plain
+    ``dtype`` (``torch.uint8``, ``int8``, ``int32``); their per-channel scales
+    must be float32, as those ops keep them. The module docstring lists the causes and their precedence;
     the report's ``counts`` maps cause to number of elements and its ``rows``
     give index, x, both integers, the cause and the proving numbers.
 
@@ -305,25 +344,33 @@ def explain(
     {'zero_point_order': 1}
     >>> report.rows[0].proof
     'rint(x * (1/scale)) + zp in float32: rint(0.5) + 1 = 1; torch: rint(fma(x, 1/scale, zp)) in float32: rint(1.5) = 2'
+    >>> x = torch.tensor([-0.1, 0.5, 0.4])
+    >>> pt2e = torch.tensor([0, 127, 127], dtype=torch.uint8)  # a quantizer's quant_max=127 (reduce_range)
+    >>> dict(explain(x, torch.tensor([0, 201, 161]), pt2e, 0.0025, 1, torch.uint8, kernel="pt2e", quant_max=127).counts)
+    {'clamp_high': 2}
     """
     checks.float32_tensor(x, "x")
     checks.no_nan(x, "x")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
     manual = _manual_values(manual, x.shape)
     reference, scale, zero_point, dtype, axis = _reference_values(reference, x.shape, scale, zero_point, dtype, axis)
     release = torch_release(release)
-    qmin, qmax = DTYPE_RANGES[dtype]
+    lo, hi = DTYPE_RANGES[dtype]
+    qmin, qmax = _clamp_range(kernel, dtype, quant_min, quant_max)
     # also checks scale, zero_point and axis
-    recomputed = quantize(x, scale, zero_point, dtype, axis, release=release).long()
+    recomputed = _recompute(x, scale, zero_point, dtype, axis, release, kernel, qmin, qmax)
 
+    clamp = f"codes {qmin}..{qmax}" if (qmin, qmax) == (lo, hi) else f"clamped to {qmin}..{qmax}"
     if axis is None:
-        s, z = checks.scale_value(scale), checks.zero_point_value(zero_point, qmin, qmax)
-        setting = f"{_name(dtype)}, scale {s!r}, zero point {z}, codes {qmin}..{qmax}"
+        s, z = checks.scale_value(scale), checks.zero_point_value(zero_point, lo, hi)
+        setting = f"{_name(dtype)}, scale {s!r}, zero point {z}, {clamp}"
         s_all, z_all = torch.full(x.shape, s, dtype=torch.float64), torch.full(x.shape, z, dtype=torch.int64)
     else:
         axis = checks.axis_value(axis, x.dim())
         s = checks.channel_scales(scale, x.shape[axis], axis)
-        z = checks.channel_zero_points(zero_point, x.shape[axis], axis, qmin, qmax)
-        setting = f"{_name(dtype)}, per channel along axis {axis}, codes {qmin}..{qmax}"
+        z = checks.channel_zero_points(zero_point, x.shape[axis], axis, lo, hi)
+        setting = f"{_name(dtype)}, per channel along axis {axis}, {clamp}"
         shape = checks.channel_shape(x.dim(), axis)
         s_all, z_all = s.view(shape).expand(x.shape), z.view(shape).expand(x.shape)
 
@@ -331,13 +378,15 @@ def explain(
     idx = differ.nonzero()
     m, r, t = manual[differ], reference[differ], recomputed[differ]
     xs, ss, zs = x[differ], s_all[differ], z_all[differ]
-    if release != "2.13" or dtype in SUB_BYTE:
+    if kernel == "pt2e" and axis is None:
+        path = "pt2e"  # the reciprocal in float64, the zero point after rounding
+    elif kernel != "aten" or release != "2.13" or dtype in SUB_BYTE:
         path = "after"
     else:
-        path = "fma" if axis is None and qmax - qmin == 255 else "two_roundings"
+        path = "fma" if axis is None and hi - lo == 255 else "two_roundings"
     computations = VARIANTS + [UNFUSED] if path == "fma" else VARIANTS
     arith = {v: _arithmetic(xs, s if axis is None else ss, z if axis is None else zs, v, path) for v in computations}
-    found, hypotheses = _decide(m, r, t, arith, dtype)
+    found, hypotheses = _decide(m, r, t, arith, dtype, qmin, qmax)
 
     rows = []
     for k in range(len(m)):
@@ -346,7 +395,61 @@ def explain(
         rows.append(replace(row, hypotheses=hypotheses[k]))
     counts = Counter({c: n for c in CAUSES if (n := sum(row.cause == c for row in rows))})
     not_recomputed = int((reference != recomputed).sum())
-    return Report(rows, counts, x.numel(), f"torch {release}, {setting}", not_recomputed, release)
+    source = f"torch {release}" if kernel == "aten" else f"{KERNELS[kernel]}, torch 2.13 and 2.14 alike"
+    return Report(rows, counts, x.numel(), f"{source}, {setting}", not_recomputed, release, kernel)
+
+
+def _clamp_range(kernel: str, dtype: torch.dtype, quant_min: object, quant_max: object) -> tuple[int, int]:
+    """Where ``kernel`` clamps: the dtype's range for ATen, ``[quant_min, quant_max]`` for the PT2E op and quantize_affine."""
+    if kernel == "aten":
+        if quant_min is not None or quant_max is not None:
+            raise ValueError(
+                "quant_min and quant_max apply to kernel='pt2e' or 'affine': torch.quantize_per_tensor clamps to the "
+                "dtype's range"
+            )
+        return DTYPE_RANGES[dtype]
+    if dtype not in KERNEL_DTYPES:
+        allowed = ", ".join(str(d) for d in KERNEL_DTYPES)
+        raise TypeError(f"kernel={kernel!r} produces plain dtypes: dtype must be one of {allowed}; got {dtype}")
+    lo, hi = DTYPE_RANGES[dtype]
+    qmin, qmax = (lo if quant_min is None else quant_min), (hi if quant_max is None else quant_max)
+    for name, value in (("quant_min", qmin), ("quant_max", qmax)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int or None; got {type(value).__name__}")
+    if not lo <= qmin < qmax <= hi:
+        raise ValueError(f"need {lo} <= quant_min < quant_max <= {hi} for {dtype}; got [{qmin}, {qmax}]")
+    return qmin, qmax
+
+
+def _recompute(
+    x: torch.Tensor,
+    scale: object,
+    zero_point: object,
+    dtype: torch.dtype,
+    axis: object,
+    release: str,
+    kernel: str,
+    qmin: int,
+    qmax: int,
+) -> torch.Tensor:
+    """PyTorch's codes for ``x`` under ``kernel``'s arithmetic, as int64."""
+    if kernel == "aten":
+        return quantize(x, scale, zero_point, dtype, axis, release=release).long()
+    if axis is not None and (not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32):
+        got = scale.dtype if isinstance(scale, torch.Tensor) else type(scale).__name__
+        raise TypeError(
+            f"kernel={kernel!r} per channel needs float32 scales, as convert_pt2e and quantize_ keep them; got {got}"
+        )
+    if kernel == "pt2e":
+        return quantize_pt2e(x, scale, zero_point, qmin, qmax, dtype, axis).long()
+    if axis is None:
+        s = torch.tensor([checks.scale_value(scale)], dtype=torch.float32)
+        z = torch.tensor([checks.zero_point_value(zero_point, *DTYPE_RANGES[dtype])])
+        return quantize_affine(x, tuple(x.shape), s, z, dtype, qmin, qmax).long()
+    axis = checks.axis_value(axis, x.dim())
+    block = tuple(1 if i == axis else size for i, size in enumerate(x.shape))
+    checks.channel_zero_points(zero_point, x.shape[axis], axis, *DTYPE_RANGES[dtype])
+    return quantize_affine(x, block, scale, zero_point, dtype, qmin, qmax).long()
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -470,10 +573,22 @@ def _arithmetic(
     """The number rounded and the unclamped integer (both float64) under PyTorch's arithmetic changed by ``variant``.
 
     ``path`` is PyTorch's kernel: "fma" (8-bit per tensor: ``rint(fma(x, inv, zp))``),
-    "two_roundings" (qint32 and per channel: ``rint(f32(f32(x * inv) + zp))``) or
-    "after" (4- and 2-bit: ``rint(f32(x * inv)) + zp``).
+    "two_roundings" (qint32 and per channel: ``rint(f32(f32(x * inv) + zp))``),
+    "after" (4- and 2-bit, torch 2.14, torchao: ``rint(f32(x * inv)) + zp``) or "pt2e" (the
+    PT2E per-tensor op: "after" with ``inv = f32(1 / double(scale))``; there "float64" in
+    ``variant`` stands for the ATen kernels' ``inv = 1.0f / f32(scale)``).
     """
-    before = (path != "after") != ("order" in variant)
+    before = (path not in ("after", "pt2e")) != ("order" in variant)
+    if path == "pt2e":
+        s32 = torch.tensor(scale, dtype=torch.float32)
+        if "division" in variant:
+            t = x / s32
+        else:
+            inv = (torch.tensor(1.0) / s32).item() if "float64" in variant else reciprocal(scale)
+            t = x * inv  # a float32 multiply by a float32 factor
+        rounded = (t + zero_point if before else t).double()
+        unclamped = rounded.round() if before else rounded.round() + zero_point
+        return rounded, unclamped
     if "float64" in variant:
         s64 = scale if isinstance(scale, float) else scale.double()
         t = x.double() / s64 if "division" in variant else x.double() * (1.0 / s64)
@@ -494,11 +609,12 @@ def _arithmetic(
 
 
 def _decide(
-    m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtype: torch.dtype
+    m: torch.Tensor, r: torch.Tensor, t: torch.Tensor, arith: dict, dtype: torch.dtype, qmin: int, qmax: int
 ) -> tuple[list[tuple], list[tuple[str, ...]]]:
     """For each differing element: (cause, variant, other variant, wrap) of the first cause in
-    precedence order that reproduces it, and every cause that does."""
-    qmin, qmax = DTYPE_RANGES[dtype]
+    precedence order that reproduces it, and every cause that does. PyTorch clamps to
+    ``[qmin, qmax]``; a cast wraps only values outside ``dtype``'s own range."""
+    lo, hi = DTYPE_RANGES[dtype]
     n = len(m)
     found: list[tuple | None] = [None] * n
     causes: list[list[str]] = [[] for _ in range(n)]
@@ -522,7 +638,7 @@ def _decide(
 
     for v in arith:
         u = arith[v][1]
-        outside = torch.isfinite(u) & (u.abs() < 2.0**62) & ((u < qmin) | (u > qmax))
+        outside = torch.isfinite(u) & (u.abs() < 2.0**62) & ((u < lo) | (u > hi))
         saturated = torch.where(u < qmin, torch.tensor(qmin, dtype=torch.float64), float(qmax))
         ints = torch.where(outside, u, 0.0).long()
         for wrap in WRAPS[dtype]:
@@ -546,8 +662,14 @@ def _decide(
 def _rule(variant: tuple[str, ...] | None, path: str) -> str:
     """The formula of a variant of PyTorch's arithmetic, in words."""
     variant = variant or ()
-    before = (path != "after") != ("order" in variant)
+    before = (path not in ("after", "pt2e")) != ("order" in variant)
     core = "x / scale" if "division" in variant else "x * (1/scale)"
+    if path == "pt2e":
+        formula = f"rint({core} + zp)" if before else f"rint({core}) + zp"
+        if "division" in variant:
+            return f"{formula} in float32"
+        where = "float32, as torch.quantize_per_tensor" if "float64" in variant else "float64 (PT2E)"
+        return f"{formula} in float32, 1/scale in {where}"
     precision = "float64" if "float64" in variant else "float32"
     if before and path == "fma" and variant == ():
         formula = "rint(fma(x, 1/scale, zp))"
@@ -583,7 +705,7 @@ def _row(
     qmax: int,
 ) -> Row:
     """The report's record of differing element ``k``, with the numbers that prove its cause."""
-    before = {v: (path != "after") != ("order" in v) for v in arith}
+    before = {v: (path not in ("after", "pt2e")) != ("order" in v) for v in arith}
     mk, rk, tk, zk = int(m[k]), int(r[k]), int(t[k]), int(zs[k])
 
     def shown(v: tuple[str, ...]) -> str:
