@@ -18,6 +18,15 @@ from qlib.observers import (
     PerChannelMinMaxObserver,
 )
 from qlib.probing import Probe, probe
+from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
+from qlib.qat import (
+    FakeQuantize,
+    choose_qparams_fused,
+    cpu_contracts_fma,
+    fake_quantize_learnable,
+    fake_quantize_mask,
+    fake_quantize_ste,
+)
 from qlib.qparams import choose_qparams, observer_range
 from qlib.quant import float32_reciprocal, fma_float32, quantize
 from qlib.quantized_add import add
@@ -25,6 +34,7 @@ from qlib.quantized_conv import conv2d, conv2d_kernel
 from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.ranges import qrange
 from qlib.releases import SUPPORTED_RELEASES, torch_release
+from qlib.torchao_primitives import choose_qparams_affine, dequantize_affine, quantize_affine
 
 __all__ = [
     "SUPPORTED_RELEASES",
@@ -60,5 +70,16 @@ __all__ = [
     "quantize",
     "run",
     "torch_release",
+    "FakeQuantize",
+    "choose_qparams_fused",
+    "cpu_contracts_fma",
+    "fake_quantize_learnable",
+    "fake_quantize_mask",
+    "fake_quantize_ste",
+    "dequantize_pt2e",
+    "quantize_pt2e",
+    "choose_qparams_affine",
+    "dequantize_affine",
+    "quantize_affine",
 ]
 __version__ = "0.2.0"

@@ -80,6 +80,23 @@ DRIVER = textwrap.dedent(
                 elif kind == "model":  # run or compare on a small converted model built from a seed
                     float_model, model, x = small_model(*args)
                     result = getattr(module, name)(*((float_model, model, x) if name == "compare" else (model, x)), **kwargs)
+                elif kind == "grad":  # the result and the gradients of every tensor argument that wants one
+                    args = [a.clone().requires_grad_() if want else a for a, want in zip(args, batches[1])]
+                    result = getattr(module, name)(*args, **kwargs)
+                    result.backward(batches[0])
+                    result = (result.detach(), [a.grad for a, want in zip(args, batches[1]) if want])
+                elif kind == "fakequant":  # a FakeQuantize fed batches, switches flipped between them
+                    observer = getattr(module, kwargs.pop("observer"))
+                    fq = getattr(module, name)(observer, *args, **kwargs)
+                    result = []
+                    for x, observer_on, fake_quant_on in batches:
+                        fq.enable_observer(observer_on)
+                        fq.enable_fake_quant(fake_quant_on)
+                        x = x.clone().requires_grad_()
+                        y = fq(x)
+                        y.backward(torch.ones_like(y))
+                        result.append((y.detach(), x.grad, fq.scale, fq.zero_point, fq.min_val, fq.max_val))
+                    result.append(fq.calculate_qparams())
                 elif kind == "observe":
                     observer = getattr(module, name)(*args, **kwargs)
                     for batch in batches:
@@ -375,6 +392,102 @@ def operations(name: str) -> list[tuple]:
         call(ties, 0.1, 0, ties[:3], 0.1, 0, 0.1, 0)
         call(ties, 0.1, 300, ties, 0.1, 0, 0.1, 0)
         call(ties, 0.1, 0, ties, 0.1, 0, 0.1, 0, vector_width=0)
+    elif name in ("quantize_pt2e", "dequantize_pt2e"):
+        for i, scale in enumerate(SCALES):
+            for dtype, lo, hi, zp in [
+                (torch.uint8, 0, 255, 129),
+                (torch.uint8, 0, 127, 40),
+                (torch.int8, -128, 127, -5),
+                (torch.int32, -(2**31), 2**31 - 1, 1001),
+            ]:
+                codes = qlib.quantize_pt2e(values(scale, i), scale, zp, lo, hi, dtype)
+                call(values(scale, i), scale, zp, lo, hi, dtype) if name == "quantize_pt2e" else call(codes, scale, zp)
+        zps = torch.tensor([0, 35, 129, 255])
+        for scales in (channel_scales, channel_scales.float()):
+            if name == "quantize_pt2e":
+                call(channel_x, scales, zps, 0, 255, torch.uint8, 0)
+            else:
+                call(qlib.quantize_pt2e(channel_x, scales, zps, 0, 255, torch.uint8, 0), scales, zps, 0)
+                call(torch.zeros(4, 3, dtype=torch.int8), scales, None, 0)
+        call(torch.tensor([float("nan")]), 0.1, 0, 0, 255, torch.uint8)
+        call(torch.tensor([1.0]), 0.1, 0, 0, 255, torch.quint8)
+        call(torch.tensor([1.0]), 0.1, 0, 10, 5, torch.uint8)
+        call(torch.tensor([1], dtype=torch.uint8), 0.1, None)
+    elif name in ("choose_qparams_affine", "quantize_affine", "dequantize_affine"):
+        gen = torch.Generator().manual_seed(5)
+        x = torch.randn(6, 40, generator=gen) * torch.tensor([1e-6, 0.1, 1.0, 3.0, 100.0, 1e4]).view(6, 1)
+        x[0, :2] = torch.tensor([float("inf"), -float("inf")]) if name != "choose_qparams_affine" else x[0, :2]
+        for dtype in (torch.uint8, torch.int8, torch.int32):
+            for mapping in ("symmetric", "asymmetric"):
+                for block, eps in (((1, 40), None), ((6, 40), 2**-12), ((2, 20), torch.finfo(F32).eps)):
+                    scale, zp = qlib.choose_qparams_affine(x.nan_to_num(0.0), mapping, block, dtype, eps=eps)
+                    codes = qlib.quantize_affine(x, block, scale, zp, dtype)
+                    if name == "choose_qparams_affine":
+                        call(x, mapping, block, dtype, eps=eps)
+                        call(x, mapping, block, dtype, -100 if dtype == torch.int8 else None, None, eps, F32, dtype)
+                    elif name == "quantize_affine":
+                        call(x, block, scale, zp, dtype)
+                        call(x, block, scale, zp, dtype, 0 if dtype == torch.uint8 else None, 100)
+                    else:
+                        call(codes, block, scale, zp, dtype)
+                        call(codes, block, scale, None, dtype)
+        call(torch.zeros(2, 3), "symmetric", (1, 3), torch.int8, eps=0.0)
+        call(torch.zeros(2, 3), "maybe", (1, 3), torch.int8)
+        call(torch.zeros(2, 3), (1, 2), torch.ones(2), torch.zeros(2), torch.int8)
+        call(torch.zeros(2, 3, dtype=torch.int8), (1, 3), torch.ones(2), None, torch.uint8)
+    elif name in ("fake_quantize_ste", "fake_quantize_mask", "fake_quantize_learnable"):
+        for i, scale in enumerate(SCALES[:6]):
+            x = values(scale, i)
+            dy = torch.linspace(-2.0, 2.0, x.numel())
+            for lo, hi, zp in [(0, 255, 129), (0, 127, 40), (-128, 127, -5)]:
+                if name == "fake_quantize_mask":
+                    call(x, scale, zp, lo, hi)
+                elif name == "fake_quantize_ste":
+                    ops.append(("grad", name, (x, scale, zp, lo, hi), {}, [dy, [True, False, False, False, False]]))
+                else:
+                    s, z = torch.tensor([scale]), torch.tensor([float(zp)])
+                    for fma in (True, False):
+                        kwargs = {"grad_factor": 0.5, "fma": fma}
+                        ops.append(("grad", name, (x, s, z, lo, hi), kwargs, [dy, [True, True, True, False, False]]))
+        zps = torch.tensor([0, 35, 129, 255], dtype=torch.int32)
+        if name == "fake_quantize_mask":
+            call(channel_x, channel_scales.float(), zps, 0, 255, 0)
+        elif name == "fake_quantize_ste":
+            args = (channel_x, channel_scales.float(), zps, 0, 255, 0)
+            ops.append(("grad", name, args, {}, [torch.ones_like(channel_x), [True] + [False] * 5]))
+        call(torch.tensor([1.0]), 0.1, 0, 10, 5)
+        call(torch.tensor([float("nan")]), 0.1, 0, 0, 255)
+    elif name == "choose_qparams_fused":
+        for lo, hi in [(-0.71688455, 1.57104063), (0.0, 0.0), (1e-30, 2e-30), (-3e38, 3e38), (0.5, 2.0), (-3.0, -1.0)]:
+            for qmin, qmax in ((0, 255), (0, 127), (-128, 127)):
+                for symmetric in (False, True):
+                    call(torch.tensor(lo), torch.tensor(hi), qmin, qmax, symmetric)
+        call(torch.tensor([-1.0, 0.0, 2.0]), torch.tensor([1.0, 1e-7, 3.0]), -128, 127, True)
+        call(torch.tensor(1.0), torch.tensor(-1.0), 0, 255)
+    elif name == "cpu_contracts_fma":
+        call()
+    elif name == "FakeQuantize":
+        gen = torch.Generator().manual_seed(6)
+        steps = [
+            (torch.randn(4, 30, generator=gen) * k, observer_on, fake_quant_on)
+            for k, observer_on, fake_quant_on in ((1.0, True, True), (3.0, True, False), (0.5, False, True))
+        ]
+        steps.append((values(0.02, 7)[:240].view(4, -1), False, True))
+        settings = [
+            ("MovingAverageMinMaxObserver", (0, 255), {"fused": True, "reduce_range": True}),
+            ("MovingAverageMinMaxObserver", (0, 255), {}),
+            ("MinMaxObserver", (), {"dtype": torch.qint8, "qscheme": torch.per_tensor_symmetric}),
+            ("HistogramObserver", (0, 127), {}),
+            (
+                "MovingAveragePerChannelMinMaxObserver",
+                (-128, 127),
+                {"fused": True, "dtype": torch.qint8, "qscheme": torch.per_channel_symmetric},
+            ),
+            ("PerChannelMinMaxObserver", (), {"ch_axis": 1, "qscheme": torch.per_channel_affine}),
+        ]
+        for observer, qrange_args, kwargs in settings:
+            ops.append(("fakequant", name, qrange_args, {"observer": observer, **kwargs}, steps))
+        ops.append(("fakequant", name, (), {"observer": "HistogramObserver", "fused": True}, steps))
     elif name == "pairs_saturate_here":
         call()
     elif name == "SUPPORTED_RELEASES":
