@@ -66,9 +66,9 @@ rounding in every release and clamp to ``[quant_min, quant_max]`` (keywords,
 default: the dtype's range), so a reader's value past a narrower range is
 ``clamp_low`` or ``clamp_high`` even where the dtype could hold it. The PT2E
 per-tensor op also takes its reciprocal in float64, ``float32(1 / double(scale))``;
-for it ``scale_precision`` names the other choice, the float32 reciprocal
-``1.0f / float32(scale)`` of the ATen kernels (for a float32 scale the two are
-almost always equal: see ``qlib.pt2e_ops``). ``wraparound`` stays about the
+for it ``scale_precision`` names both other choices: arithmetic in float64, and
+the float32 reciprocal ``1.0f / float32(scale)`` of the ATen kernels (for a
+float32 scale the two reciprocals are almost always equal: see ``qlib.pt2e_ops``). ``wraparound`` stays about the
 storage dtype's range: a value inside it is not wrapped by a cast.
 
 One difference has no name in the vocabulary: torch 2.13's 8-bit per-tensor
@@ -118,6 +118,9 @@ VARIANTS: list[tuple[str, ...]] = [c for n in range(4) for c in itertools.combin
 # float32 computation with two roundings. No cause names that difference: it can only prove a
 # clamp or wraparound (as one more unclamped value) or be shown as a hint in an unexplained row.
 UNFUSED = ("unfused",)
+# For the PT2E per-tensor op, whose reciprocal is float32(1 / double(scale)), also the ATen kernels'
+# 1.0f / float32(scale): a reader who copied torch.quantize_per_tensor. It names scale_precision.
+ATEN_RECIPROCAL = ("aten_reciprocal",)
 
 # How an out-of-range value wraps when cast without a clamp: (name, modulus, lowest value).
 WRAPS: dict[torch.dtype, list[tuple[str, int, int]]] = {
@@ -384,7 +387,9 @@ def explain(
         path = "after"
     else:
         path = "fma" if axis is None and hi - lo == 255 else "two_roundings"
-    computations = VARIANTS + [UNFUSED] if path == "fma" else VARIANTS
+    computations = (
+        VARIANTS + [UNFUSED] if path == "fma" else VARIANTS + [ATEN_RECIPROCAL] if path == "pt2e" else VARIANTS
+    )
     arith = {v: _arithmetic(xs, s if axis is None else ss, z if axis is None else zs, v, path) for v in computations}
     found, hypotheses = _decide(m, r, t, arith, dtype, qmin, qmax)
 
@@ -575,17 +580,13 @@ def _arithmetic(
     ``path`` is PyTorch's kernel: "fma" (8-bit per tensor: ``rint(fma(x, inv, zp))``),
     "two_roundings" (qint32 and per channel: ``rint(f32(f32(x * inv) + zp))``),
     "after" (4- and 2-bit, torch 2.14, torchao: ``rint(f32(x * inv)) + zp``) or "pt2e" (the
-    PT2E per-tensor op: "after" with ``inv = f32(1 / double(scale))``; there "float64" in
-    ``variant`` stands for the ATen kernels' ``inv = 1.0f / f32(scale)``).
+    PT2E per-tensor op: "after" with ``inv = f32(1 / double(scale))``; its ``ATEN_RECIPROCAL``
+    variant is the ATen kernels' ``inv = 1.0f / f32(scale)``).
     """
     before = (path not in ("after", "pt2e")) != ("order" in variant)
-    if path == "pt2e":
-        s32 = torch.tensor(scale, dtype=torch.float32)
-        if "division" in variant:
-            t = x / s32
-        else:
-            inv = (torch.tensor(1.0) / s32).item() if "float64" in variant else reciprocal(scale)
-            t = x * inv  # a float32 multiply by a float32 factor
+    if path == "pt2e" and "float64" not in variant and "division" not in variant:
+        inv = (torch.tensor(1.0) / torch.tensor(scale, dtype=torch.float32)).item()
+        t = x * (inv if variant == ATEN_RECIPROCAL else reciprocal(scale))  # float32 times a float32 factor
         rounded = (t + zero_point if before else t).double()
         unclamped = rounded.round() if before else rounded.round() + zero_point
         return rounded, unclamped
@@ -654,6 +655,8 @@ def _decide(
             if choice in v:
                 other = tuple(c for c in v if c != choice)
                 claim((value(v) == mf) & (value(other) == rf), (cause, v, other, None))
+    if ATEN_RECIPROCAL in arith:
+        claim((value(ATEN_RECIPROCAL) == mf) & (value(()) == rf), ("scale_precision", ATEN_RECIPROCAL, (), None))
 
     first = [f if f is not None else ("unexplained", None, (), None) for f in found]
     return first, [tuple(c) if c else ("unexplained",) for c in causes]
@@ -664,11 +667,9 @@ def _rule(variant: tuple[str, ...] | None, path: str) -> str:
     variant = variant or ()
     before = (path not in ("after", "pt2e")) != ("order" in variant)
     core = "x / scale" if "division" in variant else "x * (1/scale)"
-    if path == "pt2e":
+    if path == "pt2e" and "float64" not in variant and "division" not in variant:
         formula = f"rint({core} + zp)" if before else f"rint({core}) + zp"
-        if "division" in variant:
-            return f"{formula} in float32"
-        where = "float32, as torch.quantize_per_tensor" if "float64" in variant else "float64 (PT2E)"
+        where = "float32, as torch.quantize_per_tensor" if variant == ATEN_RECIPROCAL else "float64 (PT2E)"
         return f"{formula} in float32, 1/scale in {where}"
     precision = "float64" if "float64" in variant else "float32"
     if before and path == "fma" and variant == ():

@@ -469,6 +469,97 @@ def test_every_mismatch_of_a_modelled_reader_is_explained(dtype, reader_name, sc
             assert row.cause in ("zero_point_order", "division_vs_reciprocal", "scale_precision"), row.proof
 
 
+# --- the PT2E op and torchao's quantize_affine as the reference ---------------------------------
+
+
+def pt2e_reference(x, scale, zp, qmin, qmax, dtype):
+    import torchao.quantization.pt2e  # noqa: F401  (registers nothing, but loads torch's quantized_decomposed ops)
+
+    return torch.ops.quantized_decomposed.quantize_per_tensor(x, scale, zp, qmin, qmax, dtype)
+
+
+def affine_reference(x, scale, zp, qmin, qmax, dtype):
+    from torchao.quantization.quant_primitives import quantize_affine
+
+    s, z = torch.tensor([scale], dtype=F32), torch.tensor([zp], dtype=torch.int32)
+    return quantize_affine(x, tuple(x.shape), s, z, dtype, qmin, qmax)
+
+
+@given(
+    kernel=st.sampled_from(["pt2e", "affine"]),
+    dtype=st.sampled_from([torch.uint8, torch.int8]),
+    narrow=st.booleans(),
+    reader_name=st.sampled_from(sorted(READERS)),
+    scale=st.one_of(st.floats(1e-3, 10.0), st.sampled_from([FORUM_SCALE, FBGEMM_SCALE, 0.1, 1 / 3, 0.5])),
+    data=st.data(),
+    seed=st.integers(0, 2**31),
+)
+def test_every_mismatch_against_pt2e_and_quantize_affine_is_explained(
+    kernel, dtype, narrow, reader_name, scale, data, seed
+):
+    """A reader's integers against torch's PT2E op or torchao's quantize_affine, clamped to a quantizer's range."""
+    lo, hi = DTYPE_RANGES[dtype]
+    qmin, qmax = (lo, (lo + hi) // 2) if narrow else (lo, hi)  # narrow: reduce_range's 0..127 / -128..-1
+    zp = data.draw(st.integers(qmin, qmax))
+    x = mixed_values(scale, 60, hi - lo + 8, seed, extremes=False)
+    unclamped = READERS[reader_name](x, scale, zp)
+    make = pt2e_reference if kernel == "pt2e" else affine_reference
+    reference = make(x, scale, zp, qmin, qmax, dtype)
+    report = explain(x, unclamped, reference, scale, zp, dtype, kernel=kernel, quant_min=qmin, quant_max=qmax)
+
+    differ = unclamped != reference.long()
+    assert report.reference_not_recomputed == 0
+    assert sum(report.counts.values()) == len(report.rows) == int(differ.sum())
+    outside = (unclamped < qmin) | (unclamped > qmax)
+    for row in report.rows:
+        i = row.index
+        assert row.cause != "unexplained", row.proof
+        if outside[i]:
+            assert row.cause == ("clamp_low" if unclamped[i] < qmin else "clamp_high"), row.proof
+        else:
+            assert row.cause in ("zero_point_order", "division_vs_reciprocal", "scale_precision"), row.proof
+
+
+def test_pt2e_reciprocal_in_float64_is_named_scale_precision():
+    """For a scale that is not a float32, the PT2E op's float64 reciprocal and ATen's float32 one differ."""
+    scale, zp = 0.13522987986828883, 0
+    inv64 = torch.tensor(1.0 / scale, dtype=F32)  # float32(1 / double(scale))
+    inv32 = 1.0 / torch.tensor(scale, dtype=F32)
+    assert inv64 != inv32
+    k = torch.arange(1, 101, dtype=torch.float64)
+    x = ((k + 0.5) * scale).float()  # near ties of the grid
+    reference = pt2e_reference(x, scale, zp, 0, 255, torch.uint8)
+    aten_reader = torch.round(x * inv32) + zp  # what torch.quantize_per_tensor's arithmetic gives
+    assert (aten_reader != reference.long()).any()
+    report = explain(x, aten_reader, reference, scale, zp, torch.uint8, kernel="pt2e")
+    assert report.reference_not_recomputed == 0 and len(report.rows) == int((aten_reader != reference.long()).sum())
+    # a float32 division can give the same integers, and division_vs_reciprocal comes first in precedence
+    assert all("scale_precision" in row.hypotheses for row in report.rows)
+    assert report.counts["scale_precision"] > 0
+
+
+def test_kernel_arguments_are_checked():
+    x = torch.tensor([0.5])
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        explain(x, torch.tensor([1]), torch.tensor([1], dtype=torch.uint8), 0.5, 0, torch.uint8, kernel="inductor")
+    with pytest.raises(ValueError, match="quant_min and quant_max apply to"):
+        explain(x, torch.tensor([1]), torch.tensor([1], dtype=torch.uint8), 0.5, 0, torch.uint8, quant_max=127)
+    with pytest.raises(TypeError, match="plain dtypes"):
+        explain(x, torch.tensor([1]), torch.tensor([1], dtype=torch.uint8), 0.5, 0, torch.quint8, kernel="pt2e")
+    with pytest.raises(ValueError, match="quant_min < quant_max"):
+        explain(
+            x,
+            torch.tensor([1]),
+            torch.tensor([1], dtype=torch.uint8),
+            0.5,
+            0,
+            torch.uint8,
+            kernel="pt2e",
+            quant_min=10,
+            quant_max=5,
+        )
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 X = torch.tensor([0.5, -1.0, 2.0])
