@@ -123,6 +123,40 @@ def fma_float32(
     return v.float() if out is None else out.copy_(v)
 
 
+# Below |x * inv + zp| = 2**10 (where every 8-bit code is decided) the float32 sum with two
+# roundings lies within 2**-12 of the FMA's: only a rint tie closer than this can tell them apart.
+NEAR_TIE = 0.5 - 2.0**-11
+
+
+def _fma_codes(
+    x: torch.Tensor, inv: float, zero_point: int, out: torch.Tensor, work: torch.Tensor | None
+) -> torch.Tensor:
+    """``rint(fma(x, inv, zero_point))`` in float32, unclamped (``out`` and ``work`` are scratch).
+
+    The plain float32 ``x * inv + zero_point`` rounds twice; its ``rint`` equals the
+    FMA's except near a tie, so only elements within ``0.5 - NEAR_TIE`` of one are
+    recomputed with ``fma_float32``. It gives the same codes as ``fma_float32`` on
+    every element, in a fraction of the time.
+    """
+    total = torch.mul(x, inv, out=out).add_(zero_point)
+    codes = torch.empty_like(out) if work is None else work.view(torch.float32)[: out.numel()]
+    torch.round(total, out=codes)
+    near = total.sub_(codes).abs_() >= NEAR_TIE  # NaN (from ±inf) is not near
+    idx = _true_positions(near.reshape(-1))
+    if idx.numel():
+        flat = codes.view(-1)
+        flat[idx] = fma_float32(x.reshape(-1)[idx], inv, zero_point).round_()
+    return codes
+
+
+def _true_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Where a 1-d bool tensor is True, found eight at a time (nonzero scans 8-byte words, not bytes)."""
+    padded = torch.cat([mask, mask.new_zeros(-mask.numel() % 8)])
+    words = padded.view(torch.int64).nonzero().view(-1)
+    positions = (words.view(-1, 1) * 8 + torch.arange(8)).view(-1)
+    return positions[padded[positions]]
+
+
 def quantize(
     x: torch.Tensor,
     scale: float | torch.Tensor,
@@ -234,7 +268,7 @@ def per_tensor_codes(
         return q.double().clamp_(qmin, qmax)
     q = torch.empty_like(x) if out is None else out
     if zero_point_first:
-        return fma_float32(x, inv, zero_point, out=q, work=work).round_().clamp_(qmin, qmax)
+        return _fma_codes(x, inv, zero_point, q, work).clamp_(qmin, qmax)
     torch.mul(x, inv, out=q).round_()
     # The int32 add of the zero point wraps around at the ends of the int32 range.
     wraps = None

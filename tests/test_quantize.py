@@ -252,3 +252,33 @@ def test_tensors_longer_than_one_piece(zp):
     x[-3:] = torch.tensor([float("inf"), float("-inf"), 3e38])
     expected = torch.quantize_per_tensor(x, 0.0180064, zp, torch.quint8).int_repr()
     assert_same_ints(qlib.quantize(x, 0.0180064, zp, torch.quint8), expected, f"zero point {zp}")
+
+
+@pytest.mark.parametrize("dtype", [torch.quint8, torch.qint8], ids=str)
+@pytest.mark.parametrize("scale", [0.0180064, 1 / 3, 2.0**-7, 0.1277553737])
+def test_fma_shortcut_equals_the_exact_fma_where_the_zero_point_cancels(dtype, scale):
+    """torch 2.13's 8-bit per-tensor codes are computed in float32 and only elements near a tie are
+    recomputed exactly (fma_float32). The worst case for that window: x * inv large and the zero point
+    cancelling it, so the float32 product's rounding error is large next to the sum. Every element
+    equals the exact single-rounding emulation, on either installed torch."""
+    qmin, qmax = DTYPE_RANGES[dtype]
+    inv = reciprocal32(scale)
+    x, zps = [], []
+    for zp in (qmin, qmin + 1, (qmin + qmax) // 2, qmax - 1, qmax):
+        ties = torch.arange(qmin - 2, qmax + 3, dtype=torch.float64) + 0.5 - zp  # x * inv lands on k + 0.5 - zp
+        centre = (ties / inv).float()
+        steps = torch.arange(-40, 41, dtype=torch.float32)
+        ulp = torch.nextafter(centre.abs(), torch.tensor(float("inf"))) - centre.abs()
+        x.append((centre[:, None] + steps[None, :] * ulp[:, None]).reshape(-1))
+        zps.append(zp)
+    for values, zp in zip(x, zps, strict=True):
+        exact = (
+            fma_float32(values, inv, zp)
+            .round_()
+            .clamp_(qmin, qmax)
+            .to(qlib.quantize(values[:1], scale, zp, dtype).dtype)
+        )
+        ours = qlib.quantize(values, scale, zp, dtype, release="2.13")
+        assert_same_ints(ours, exact, f"zero point {zp}")
+        if qlib.torch_release() == "2.13":
+            assert_same_ints(ours, torch.quantize_per_tensor(values, scale, zp, dtype).int_repr(), f"torch, zp {zp}")
