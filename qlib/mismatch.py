@@ -93,7 +93,7 @@ from qlib.pt2e_ops import quantize_pt2e, reciprocal
 from qlib.quant import CODE_DTYPES, SUB_BYTE, fma_float32, quantize
 from qlib.ranges import DTYPE_RANGES
 from qlib.releases import torch_release
-from qlib.torchao_primitives import quantize_affine
+from qlib.torchao_primitives import quant_range, quantize_affine
 
 CAUSES: tuple[str, ...] = (
     "clamp_low",
@@ -416,14 +416,7 @@ def _clamp_range(kernel: str, dtype: torch.dtype, quant_min: object, quant_max: 
     if dtype not in KERNEL_DTYPES:
         allowed = ", ".join(str(d) for d in KERNEL_DTYPES)
         raise TypeError(f"kernel={kernel!r} produces plain dtypes: dtype must be one of {allowed}; got {dtype}")
-    lo, hi = DTYPE_RANGES[dtype]
-    qmin, qmax = (lo if quant_min is None else quant_min), (hi if quant_max is None else quant_max)
-    for name, value in (("quant_min", qmin), ("quant_max", qmax)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int or None; got {type(value).__name__}")
-    if not lo <= qmin < qmax <= hi:
-        raise ValueError(f"need {lo} <= quant_min < quant_max <= {hi} for {dtype}; got [{qmin}, {qmax}]")
-    return qmin, qmax
+    return quant_range(dtype, quant_min, quant_max)
 
 
 def _recompute(
