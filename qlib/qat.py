@@ -23,7 +23,7 @@ Where the scale and zero point come from is what distinguishes the two modules:
   ``fused_moving_avg_obs_fake_quant`` (``aten/src/ATen/native/quantized/cpu/
   fused_obs_fake_quant.cpp``): the moving average of min and max in float32,
   then FBGEMM's ``ChooseQuantizationParams`` (``src/QuantUtils.cc``), a
-  different formula (:func:`choose_qparams_fused`). ``convert`` later asks the
+  different formula (``qlib.choose_qparams_fused``). ``convert`` later asks the
   observer, so the converted model can use other qparams than training did.
 
 ``fake_quantize_learnable`` is ``torch._fake_quantize_learnable_per_tensor_affine``
