@@ -56,7 +56,7 @@ CODE_DTYPES: dict[torch.dtype, torch.dtype] = {
     torch.int32: torch.int32,
 }
 SUB_BYTE = (torch.quint4x2, torch.quint2x4)
-CHUNK = 2**18  # elements per piece: 2 MiB of float64 intermediates
+CHUNK = 2**20  # elements per piece: 4 MiB per float32 buffer (measured fastest of 2**18..2**22)
 
 # FBGEMM's 8-bit vector kernel clamps x * inv to this, the largest float32 below 2**31, before
 # converting to int32 (torch 2.14 then adds the zero point in int32, which can wrap around).
@@ -151,7 +151,7 @@ def _fma_codes(
 
 def _true_positions(mask: torch.Tensor) -> torch.Tensor:
     """Where a 1-d bool tensor is True, found eight at a time (nonzero scans 8-byte words, not bytes)."""
-    padded = torch.cat([mask, mask.new_zeros(-mask.numel() % 8)])
+    padded = mask if mask.numel() % 8 == 0 else torch.cat([mask, mask.new_zeros(-mask.numel() % 8)])
     words = padded.view(torch.int64).nonzero().view(-1)
     positions = (words.view(-1, 1) * 8 + torch.arange(8)).view(-1)
     return positions[padded[positions]]
@@ -212,7 +212,7 @@ def quantize(
         # Work in cache-sized pieces, in buffers allocated once: the arithmetic
         # then never leaves the CPU cache, which makes this many times faster.
         out = torch.empty(min(CHUNK, flat.numel()), dtype=torch.float32)
-        work = torch.empty(out.shape, dtype=torch.float64) if zero_point_first else None
+        work = torch.empty(out.shape, dtype=torch.float32) if zero_point_first else None
         for start in range(0, flat.numel(), CHUNK):
             piece = flat[start : start + CHUNK]
             n = piece.numel()
@@ -247,7 +247,7 @@ def per_tensor_codes(
     The per-tensor kernels of the module docstring: ``zero_point_first=True``
     is torch 2.13's arithmetic, ``False`` torch 2.14's. The codes come as
     floats (float64 for 32-bit dtypes, which need it for their range);
-    ``out`` (float32) and ``work`` (float64), shaped like ``x``, are optional
+    ``out`` and ``work`` (float32, or ``work`` float64), shaped like ``x``, are optional
     buffers for the 8-bit arithmetic.
 
     Chapter: "Rounding" (book/04_rounding).
