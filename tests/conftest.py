@@ -80,3 +80,10 @@ def same_bits():
 def pytest_terminal_summary(terminalreporter):
     if COMPARED["elements"]:
         terminalreporter.write_line(f"qlib: compared {COMPARED['elements']:,} elements against torch")
+
+
+def quantized_weight(w: torch.Tensor, scale, zero_point) -> torch.Tensor:
+    """torch's quantized weight from int8 codes: per channel along axis 0 when ``scale`` is a tensor."""
+    if isinstance(scale, torch.Tensor):
+        return torch._make_per_channel_quantized_tensor(w, scale.double(), zero_point.long(), 0)
+    return torch._make_per_tensor_quantized_tensor(w, scale, zero_point)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMPARED, assert_same_ints
+from conftest import COMPARED, assert_same_ints, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.ao.nn.intrinsic.quantized import ConvReLU2d
@@ -33,10 +33,7 @@ def torch_conv(x, sx, zx, w, sw, zw, bias, s, z, stride, padding, dilation, grou
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out_channels, in_per_group, kh, kw = w.shape
-            if isinstance(sw, torch.Tensor):
-                qw = torch._make_per_channel_quantized_tensor(w, sw.double(), zw.long(), 0)
-            else:
-                qw = torch._make_per_tensor_quantized_tensor(w, sw, zw)
+            qw = quantized_weight(w, sw, zw)
             module = (ConvReLU2d if relu else Conv2d)(
                 in_per_group * groups, out_channels, (kh, kw), stride, padding, dilation, groups, bias is not None
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMPARED, assert_same_bits
+from conftest import COMPARED, assert_same_bits, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.ao.nn.intrinsic.quantized.dynamic import LinearReLU as DynamicLinearReLU
@@ -39,10 +39,7 @@ def torch_dynamic(x, w, sw, zw, bias, reduce_range, relu):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         n, k = w.shape
-        if isinstance(sw, torch.Tensor):
-            qw = torch._make_per_channel_quantized_tensor(w, sw.double(), zw.long(), 0)
-        else:
-            qw = torch._make_per_tensor_quantized_tensor(w, sw, zw)
+        qw = quantized_weight(w, sw, zw)
         module = (DynamicLinearReLU if relu else DynamicLinear)(k, n)
         module.set_weight_bias(qw, bias)
         if reduce_range:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMPARED, assert_same_ints
+from conftest import COMPARED, assert_same_ints, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.ao.nn.intrinsic.quantized import LinearReLU
@@ -29,10 +29,7 @@ def torch_linear(x, sx, zx, w, sw, zw, bias, s, z, relu, engine):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             n, k = w.shape
-            if isinstance(sw, torch.Tensor):
-                qw = torch._make_per_channel_quantized_tensor(w, sw.double(), zw.long(), 0)
-            else:
-                qw = torch._make_per_tensor_quantized_tensor(w, sw, zw)
+            qw = quantized_weight(w, sw, zw)
             module = (LinearReLU if relu else Linear)(k, n)
             module.set_weight_bias(qw, bias)
             module.scale, module.zero_point = s, z
