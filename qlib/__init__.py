@@ -3,14 +3,33 @@ short, readable functions. The companion library of the book in ``book/``.
 
 Import name ``qlib``; distribution name ``affine-qlib`` (``qlib`` on PyPI and
 Microsoft's ``pyqlib`` are different projects).
+
+The modules stand in layers. A module imports from its own layer and the
+layers below it, never from a layer above, and never a private (``_``) name
+of another module; ``tests/test_layers.py`` holds them to this map::
+
+    0 floor       numerics ranges checks releases registry
+    1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives
+    2 observers   observers histogram qat
+    3 operators   quantized_linear quantized_conv quantized_add dynamic activations
+    4 tools       integer_model mismatch probing testing standalone
+
+floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
+argument checks, the torch release. primitives: one tensor to codes and back.
+observers: from data to scale and zero point, and QAT's fake quantization.
+operators: quantized layers on codes. Every module that reproduces a torch op
+registers it in ``registry``, the table ``run`` and ``compare`` dispatch through. tools: whole models, explanations,
+probes, test helpers and one-file copies.
 """
 
+from qlib.activations import relu
 from qlib.dequant import dequantize
 from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
 from qlib.integer_model import Activation, Comparison, LayerComparison, Run, compare, run
 from qlib.mismatch import Report, Row, explain
+from qlib.numerics import float32_reciprocal, fma_float32
 from qlib.observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -28,7 +47,7 @@ from qlib.qat import (
     fake_quantize_ste,
 )
 from qlib.qparams import choose_qparams, observer_range
-from qlib.quant import float32_reciprocal, fma_float32, quantize
+from qlib.quant import quantize
 from qlib.quantized_add import add
 from qlib.quantized_conv import conv2d, conv2d_kernel
 from qlib.quantized_linear import linear, pairs_saturate_here
@@ -37,49 +56,55 @@ from qlib.releases import SUPPORTED_RELEASES, torch_release
 from qlib.torchao_primitives import choose_qparams_affine, dequantize_affine, quantize_affine
 
 __all__ = [
+    # 0 floor
     "SUPPORTED_RELEASES",
-    "Activation",
-    "Comparison",
-    "LayerComparison",
-    "Run",
-    "add",
+    "float32_reciprocal",
+    "fma_float32",
+    "qrange",
+    "torch_release",
+    # 1 primitives
+    "choose_qparams",
+    "choose_qparams_affine",
+    "dequantize",
+    "dequantize_affine",
+    "dequantize_pt2e",
+    "fake_quantize",
+    "observer_range",
+    "quantize",
+    "quantize_affine",
+    "quantize_pt2e",
+    # 2 observers
+    "FakeQuantize",
     "HistogramObserver",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
     "PerChannelMinMaxObserver",
-    "Probe",
-    "Report",
-    "Row",
-    "choose_qparams",
-    "compare",
-    "choose_qparams_dynamic",
-    "conv2d",
-    "conv2d_kernel",
-    "dequantize",
-    "explain",
-    "fake_quantize",
-    "float32_reciprocal",
-    "linear",
-    "linear_dynamic",
-    "fma_float32",
-    "observer_range",
-    "pairs_saturate_here",
-    "probe",
-    "qrange",
-    "quantize",
-    "run",
-    "torch_release",
-    "FakeQuantize",
     "choose_qparams_fused",
     "cpu_contracts_fma",
     "fake_quantize_learnable",
     "fake_quantize_mask",
     "fake_quantize_ste",
-    "dequantize_pt2e",
-    "quantize_pt2e",
-    "choose_qparams_affine",
-    "dequantize_affine",
-    "quantize_affine",
+    # 3 operators
+    "add",
+    "choose_qparams_dynamic",
+    "conv2d",
+    "conv2d_kernel",
+    "linear",
+    "linear_dynamic",
+    "pairs_saturate_here",
+    "relu",
+    # 4 tools
+    "Activation",
+    "Comparison",
+    "LayerComparison",
+    "Probe",
+    "Report",
+    "Row",
+    "Run",
+    "compare",
+    "explain",
+    "probe",
+    "run",
 ]
 __version__ = "0.2.0"

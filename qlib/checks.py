@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from qlib.numerics import INT32_MAX, INT32_MIN
+
 # Smallest and largest float32 scale whose float32 reciprocal is finite and
 # non-zero: outside it PyTorch divides by zero or by infinity.
 SCALE_MIN = float(torch.finfo(torch.float32).tiny) / 4
@@ -86,6 +88,55 @@ def zero_point_value(zero_point: object, qmin: int, qmax: int, name: str = "zero
     if not qmin <= z <= qmax:
         raise ValueError(f"{name} must lie in [{qmin}, {qmax}] for this dtype or range; got {z}")
     return z
+
+
+def code_tensor(t: object, name: str, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """Return ``t`` if it is a plain ``dtype`` tensor of integer codes, else raise TypeError.
+
+    ``what`` says what the codes are ("quint8 activations"); a quantized tensor
+    gets the hint to pass its ``.int_repr()``.
+    """
+    if not isinstance(t, torch.Tensor) or t.is_quantized or t.dtype != dtype:
+        got = (
+            "a quantized tensor (pass its .int_repr())"
+            if isinstance(t, torch.Tensor) and t.is_quantized
+            else (t.dtype if isinstance(t, torch.Tensor) else type(t).__name__)
+        )
+        raise TypeError(f"{name} must be a {dtype} tensor of codes ({what}); got {got}")
+    return t
+
+
+def int_range(
+    quant_min: object,
+    quant_max: object,
+    lo: int = INT32_MIN,
+    hi: int = INT32_MAX,
+    *,
+    distinct: bool = False,
+    contains_zero: bool = False,
+    of: str = "",
+) -> tuple[int, int]:
+    """Check a clamp range: ints with ``lo <= quant_min <= quant_max <= hi``; return them.
+
+    ``distinct`` asks for ``quant_min < quant_max``, ``contains_zero`` for
+    ``quant_min <= 0 <= quant_max`` (observers need both); ``of`` ends the
+    message (" for torch.uint8").
+
+    >>> int_range(0, 255, 0, 255)
+    (0, 255)
+    """
+    for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    below = "<" if distinct else "<="
+    ok = lo <= quant_min <= quant_max <= hi and (quant_min < quant_max or not distinct)
+    rule = f"{lo} <= quant_min {below} quant_max <= {hi}"
+    if contains_zero:
+        ok = ok and quant_min <= 0 <= quant_max
+        rule = f"{lo} <= quant_min <= 0 <= quant_max <= {hi} and quant_min {below} quant_max"
+    if not ok:
+        raise ValueError(f"need {rule}{of}; got quant_min={quant_min}, quant_max={quant_max}")
+    return quant_min, quant_max
 
 
 def axis_value(axis: object, ndim: int) -> int:

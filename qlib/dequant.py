@@ -20,17 +20,10 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.quant import CHUNK
+from qlib.numerics import CHUNK
+from qlib.ranges import STORAGE_RANGES
+from qlib.registry import Settings, register
 from qlib.releases import torch_release
-
-# Range of the codes each integer dtype can hold (int64 codes must fit int32).
-CODE_RANGES: dict[torch.dtype, tuple[int, int]] = {
-    torch.uint8: (0, 255),
-    torch.int8: (-128, 127),
-    torch.int16: (-(2**15), 2**15 - 1),
-    torch.int32: (-(2**31), 2**31 - 1),
-    torch.int64: (-(2**31), 2**31 - 1),
-}
 
 
 def dequantize(
@@ -57,7 +50,7 @@ def dequantize(
     """
     checks.integer_tensor(q, "q")
     torch_release(release)  # the same arithmetic in every supported release
-    qmin, qmax = CODE_RANGES[q.dtype]
+    qmin, qmax = STORAGE_RANGES[q.dtype]
     if q.dtype == torch.int64 and q.numel() and (q.min() < qmin or q.max() > qmax):
         raise ValueError(f"q holds int64 codes outside the int32 range [{qmin}, {qmax}]")
     if axis is None:
@@ -105,3 +98,14 @@ def per_channel_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.T
     """
     diff = q.float() - zero_point.float()
     return (diff.double() * scale).float()
+
+
+@register("aten::dequantize", function="qlib.dequantize", modules=("torch.ao.nn.quantized.DeQuantize",))
+def _dequantize_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    q = args[0]
+    if not isinstance(q, torch.Tensor):
+        raise ValueError("qlib models dequantize of one tensor, not a list of them")
+    if q.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        axis = q.q_per_channel_axis()
+        return dequantize(q.int_repr(), q.q_per_channel_scales(), q.q_per_channel_zero_points(), axis=axis)
+    return dequantize(q.int_repr(), q.q_scale(), q.q_zero_point(), release=settings.release)

@@ -10,7 +10,7 @@ Explained in the book chapter "Inside a quantized Linear" (``book/09_linear``).
    scale and zero point with ATen's ``quant_utils::ChooseQuantizationParams``
    (``aten/src/ATen/native/quantized/cpu/QuantUtils.h``), not an observer's formula: the range
    widened to include 0, ``scale = (max - min) / (qmax - qmin)`` in float64, raised to at least
-   ``6.1e-5`` (``SMALL_SCALE_THRESHOLD``), and the zero point taken from whichever end of the
+   ``6.1e-5`` (``numerics.FBGEMM_SMALL_SCALE``), and the zero point taken from whichever end of the
    range gives the smaller rounding error, nudged to an integer. The module passes
    ``reduce_range=True``: codes 0..127;
 2. quantizes the input with the float32 scale like ``quantize_per_tensor`` of the release
@@ -32,11 +32,10 @@ import math
 import torch
 
 from qlib import checks
-from qlib.quant import fma_float32, quantize
+from qlib.numerics import FBGEMM_SMALL_SCALE, float32, fma_float32
+from qlib.quant import quantize
 from qlib.quantized_linear import checked_bias, int_matmul, pairs_saturate_here, weight_qparams
 from qlib.releases import torch_release
-
-SMALL_SCALE_THRESHOLD = 6.1e-5  # float32 in ATen: 6.1e-5f
 
 
 def choose_qparams_dynamic(
@@ -65,19 +64,19 @@ def choose_qparams_dynamic(
         qmin, qmax = qmin // 2, qmax // 2
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = (hi - lo) / (qmax - qmin)  # in float64, from the float32 ends
-    if _f32(scale) == 0.0 or math.isinf(_f32(1.0 / _f32(scale))):
+    if float32(scale) == 0.0 or math.isinf(float32(1.0 / float32(scale))):
         scale = 0.1
-    threshold = _f32(SMALL_SCALE_THRESHOLD)
+    threshold = float32(FBGEMM_SMALL_SCALE)
     if scale < threshold:
-        original = _f32(scale)
+        original = float32(scale)
         scale = threshold
         if lo == 0.0:
-            hi = _f32(threshold * (qmax - qmin))
+            hi = float32(threshold * (qmax - qmin))
         elif hi == 0.0:
-            lo = _f32(-threshold * (qmax - qmin))
+            lo = float32(-threshold * (qmax - qmin))
         else:  # min and max are float32 variables in ATen: every step rounds to float32
-            amplifier = _f32(threshold / original)
-            lo, hi = _f32(lo * amplifier), _f32(hi * amplifier)
+            amplifier = float32(threshold / original)
+            lo, hi = float32(lo * amplifier), float32(hi * amplifier)
     from_min, from_max = qmin - lo / scale, qmax - hi / scale
     error_min, error_max = abs(qmin) - abs(lo / scale), abs(qmax) - abs(hi / scale)
     initial = from_min if error_min < error_max else from_max
@@ -139,7 +138,7 @@ def linear_dynamic(
     rows = x.reshape(-1, k)
     lo, hi = (rows.min().item(), rows.max().item()) if rows.numel() else (0.0, 0.0)
     scale, zero_point = choose_qparams_dynamic(lo, hi, reduce_range)
-    scale32 = _f32(scale)
+    scale32 = float32(scale)
     codes = quantize(rows, scale32, zero_point, torch.uint8, release="2.13" if zero_point_first else "2.14")
     acc = int_matmul(codes, weight, pairs_saturate)
     raw = acc - zero_point * (weight.long().sum(1) - zw * k)[None, :] - codes.long().sum(1)[:, None] * zw[None, :]
@@ -152,13 +151,9 @@ def linear_dynamic(
     return y.reshape(*x.shape[:-1], n)
 
 
-def _f32(value: float) -> float:
-    return torch.tensor(value, dtype=torch.float32).item()
-
-
 def _finite_end(value: float, name: str) -> float:
     if isinstance(value, torch.Tensor):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
-    return _f32(value)
+    return float32(value)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.quant import INT32_MIN, float32_reciprocal
+from qlib.numerics import float32_reciprocal
 from qlib.releases import torch_release
-
-INT32_MAX = 2**31 - 1
 
 
 def fake_quantize(
@@ -57,13 +55,7 @@ def fake_quantize(
     tensor([0., 2., 2., 9.])
     """
     checks.float32_tensor(x, "x")
-    for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-        if not INT32_MIN <= value <= INT32_MAX:
-            raise ValueError(f"{name} must lie in the int32 range; got {value}")
-    if quant_min > quant_max:
-        raise ValueError(f"quant_min must not exceed quant_max; got {quant_min} > {quant_max}")
+    checks.int_range(quant_min, quant_max)
     checks.no_nan(x, "x")
     torch_release(release)  # the same arithmetic in every supported release
 

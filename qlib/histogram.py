@@ -36,22 +36,15 @@ from __future__ import annotations
 
 import bisect
 import math
-import struct
 import warnings
 
 import torch
 
+from qlib.numerics import float32
 from qlib.observers import PER_TENSOR_QSCHEMES, check_observer_args, default_qparams, torch_shaped_qparams
 
 UPSAMPLE_RATE = 16  # torch 2.13, 2.14: a fixed attribute (it was a constructor argument defaulting to 128 in 1.x)
 STEP = 1e-5  # the search moves a quantile bound by this fraction of the total mass per step
-
-_FLOAT32 = struct.Struct("f")
-
-
-def _float32(value: float) -> float:
-    """Round a Python float to the nearest float32, as torch does to a scalar compared with a float32 tensor."""
-    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
 
 
 def first_histogram(
@@ -247,9 +240,9 @@ def search_range(
         next_alpha = alpha + STEP
         next_beta = beta - STEP
         # left: first bin in [start_bin, end_bin) whose cumulative count reaches next_alpha of the total, else end_bin
-        left = bisect.bisect_left(cumulative, _float32(next_alpha * total), start_bin, end_bin)
+        left = bisect.bisect_left(cumulative, float32(next_alpha * total), start_bin, end_bin)
         # right: last bin in (start_bin, end_bin] whose cumulative count is within next_beta of the total, else start_bin
-        right = bisect.bisect_right(cumulative, _float32(next_beta * total), start_bin, end_bin + 1) - 1
+        right = bisect.bisect_right(cumulative, float32(next_beta * total), start_bin, end_bin + 1) - 1
         right = max(start_bin, right)
 
         next_start, next_end = start_bin, end_bin

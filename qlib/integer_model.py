@@ -1,43 +1,46 @@
-"""A whole eager-mode quantized model, run integer by integer with qlib's operators.
+"""A whole quantized model, run integer by integer with qlib's operators.
 
 Explained in the book chapter "A whole model, integer by integer" (``book/10_model``).
 
-``run(model, x)`` takes a model converted by ``torch.ao.quantization.convert`` (eager mode),
-traces its ``forward`` with ``torch.fx`` and computes every step with qlib: ``Quantize``,
-quantized ``Conv2d``/``ConvReLU2d``, ``Linear``/``LinearReLU``, ``ReLU``, the ``add`` of a
-``QFunctional`` (``FloatFunctional`` after convert), ``flatten``/``reshape``/``view`` and
-``DeQuantize``. It returns every intermediate tensor as integer codes with its scale and zero
-point. A module it does not model raises an error that names it.
+``run(model, x)`` runs the model's own ``forward`` in torch and watches every op torch calls
+(a ``TorchDispatchMode``: below the modules, where torch picks its kernels). At each op of
+``qlib.registry.OPERATORS`` (quantize, quantized Conv2d and Linear, add, ReLU, ...) qlib computes
+the result and hands it on in place of torch's, so every later op works on qlib's integers. Ops
+that only move codes (``view``, ``transpose``...) and ops on float tensors run in torch as they
+are; any other op on a quantized tensor raises an error that names it, its module and the table.
+Each call is a step of its own, in call order: a module called twice gives two steps
+(``relu`` and ``relu#2``). Steps are named by module path; an op of a ``FloatFunctional`` by the
+``FloatFunctional``'s name.
 
-``compare(float_model, quantized_model, x)`` puts each layer of the quantized model beside the
-same layer of the float model it came from (the model as fused, before ``prepare``): the
-signal-to-quantization-noise ratio of torch's dequantized activation against the float one, the
-largest error, and whether torch's integers are exactly what qlib computes for that layer from
-torch's own inputs.
+``compare(float_model, quantized_model, x)`` runs the quantized model once in torch, keeps
+torch's integers at every step and computes qlib's beside them from torch's own inputs, and
+puts each step beside the same module of the float model: the signal-to-quantization-noise
+ratio of torch's result against the float one, the largest error, and how many integers differ.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
+# the operator modules register their ops when imported
+from qlib import activations, quant, quantized_add, quantized_conv, quantized_linear  # noqa: F401
 from qlib.dequant import dequantize
-from qlib.quant import quantize
-from qlib.quantized_add import add
-from qlib.quantized_conv import conv2d
-from qlib.quantized_linear import linear
+from qlib.registry import LAYOUT_OPS, OPERATORS, Settings, op_name, supported
 
-# The modules and functions run() models, by their class or function name.
-LAYOUT_FUNCTIONS = ("flatten", "reshape", "view", "contiguous")
+QUANTIZED_NAMESPACES = ("quantized", "quantized_decomposed")
 
 
 @dataclass
 class Activation:
     """One step of a quantized model: the integer ``codes`` it produced, with ``scale`` and
-    ``zero_point`` (None for the float output of ``DeQuantize``, whose values are in ``codes``).
+    ``zero_point`` (None for a float result, such as ``DeQuantize``'s, whose values are in ``codes``).
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -52,7 +55,7 @@ class Activation:
     zero_point: int | None
 
     def dequantized(self) -> torch.Tensor:
-        """The float32 values the codes stand for (the values themselves after ``DeQuantize``)."""
+        """The float32 values the codes stand for (the values themselves for a float result)."""
         if self.scale is None:
             return self.codes
         return dequantize(self.codes, self.scale, self.zero_point)
@@ -60,8 +63,8 @@ class Activation:
 
 @dataclass
 class Run:
-    """What ``run`` computed: ``activations`` by step name, in the order the model runs them,
-    and ``output``, the last one.
+    """What ``run`` computed: ``activations`` by step name, in call order, and ``output``, what the
+    model returned (computed on qlib's integers).
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -71,10 +74,162 @@ class Run:
     """
 
     activations: dict[str, Activation] = field(default_factory=dict)
+    returned: Activation | None = None
 
     @property
     def output(self) -> Activation:
-        return list(self.activations.values())[-1]
+        return self.returned if self.returned is not None else list(self.activations.values())[-1]
+
+
+@dataclass
+class _Step:
+    name: str
+    op: str  # the module's class name, or the torch op's
+    module: str  # the module path the op ran in ("" for the model's own forward)
+    ours: object
+    theirs: object = None
+    owned: bool = False  # named after a module (or a FloatFunctional), not after the op
+
+    def result(self) -> object:
+        return self.theirs if self.theirs is not None else self.ours
+
+
+class _Namer:
+    """Names each step by the module it ran in, from forward hooks on every module of the model.
+
+    A step is first named after its op inside the module it ran in (``block.add``); when that
+    module returns its result, the step takes the module's name (``fc1``); when a
+    FloatFunctional's ``activation_post_process`` passes it on, the FloatFunctional's
+    (``block.skip``). A name met again gets ``#2``, ``#3``, ... in call order.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.stack: list[tuple[str, torch.nn.Module]] = []
+        self.steps: list[_Step] = []
+        self.hooks = []
+        for path, module in model.named_modules():
+            self.hooks.append(module.register_forward_pre_hook(lambda m, i, path=path: self.stack.append((path, m))))
+            self.hooks.append(module.register_forward_hook(lambda m, i, o, path=path: self._leave(path, m, o)))
+
+    def _leave(self, path: str, module: torch.nn.Module, output: object) -> None:
+        self.stack.pop()
+        step = self.steps[-1] if self.steps else None
+        if step is None or step.owned or step.result() is not output:
+            return
+        if path.endswith(".activation_post_process"):  # FloatFunctional.add(x, y): the op, then this
+            step.name, step.owned = path.removesuffix(".activation_post_process"), True
+        elif step.module == path and path:
+            step.name, step.op, step.owned = path, type(module).__name__, True
+
+    def add(self, op: str, ours: object, theirs: object = None) -> _Step:
+        path = self.stack[-1][0] if self.stack else ""
+        step = _Step(f"{path}.{op}" if path else op, op, path, ours, theirs)
+        self.steps.append(step)
+        return step
+
+    def finish(self) -> list[_Step]:
+        for hook in self.hooks:
+            hook.remove()
+        seen: Counter[str] = Counter()
+        for step in self.steps:
+            seen[step.name] += 1
+            if seen[step.name] > 1:
+                step.name = f"{step.name}#{seen[step.name]}"
+        return self.steps
+
+
+class _Watch(TorchDispatchMode):
+    """Computes every registered op with qlib (``keep_torch``: beside torch's result, else in its place)."""
+
+    def __init__(self, namer: _Namer, settings: Settings, keep_torch: bool) -> None:
+        super().__init__()
+        self.namer, self.settings, self.keep_torch = namer, settings, keep_torch
+        self.modelled = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = op_name(func)
+        row = OPERATORS.get(name)
+        if row is not None and not row.on_float and not _holds_quantized((args, kwargs)):
+            row = None  # a float ReLU, say: torch's
+        if row is None:
+            result = None
+            if name not in LAYOUT_OPS:
+                _refuse_unmodelled(name, self.namer, _holds_quantized((args, kwargs)))
+                result = func(*args, **kwargs)
+                _refuse_unmodelled(name, self.namer, _holds_quantized(result))
+                return result
+            return func(*args, **kwargs)
+        self.modelled += 1
+        short = name.split("::")[1]
+        try:
+            ours = row.compute(args, kwargs, self.settings)
+        except Exception as error:
+            where = _where(self.namer)
+            raise type(error)(f"qlib.run: {where}, torch op {name} ({row.function}): {error}") from error
+        if self.keep_torch:
+            theirs = func(*args, **kwargs)
+            self.namer.add(short, ours, theirs)
+            return theirs
+        if name.endswith("_") and isinstance(args[0], torch.Tensor):  # in place, as torch's relu_
+            args[0].copy_(ours)
+            ours = args[0]
+        self.namer.add(short, ours)
+        return ours
+
+
+def _holds_quantized(tree: object) -> bool:
+    leaves, _ = tree_flatten(tree)
+    return any(isinstance(leaf, torch.Tensor) and leaf.is_quantized for leaf in leaves)
+
+
+def _where(namer: _Namer) -> str:
+    if not namer.stack or not namer.stack[-1][0]:
+        return "in the model's forward"
+    path, module = namer.stack[-1]
+    return f"in {path} ({type(module).__module__}.{type(module).__name__})"
+
+
+def _refuse_unmodelled(name: str, namer: _Namer, quantized: bool) -> None:
+    if quantized or name.split("::")[0] in QUANTIZED_NAMESPACES:
+        raise ValueError(
+            f"qlib.run does not model the torch op {name} on quantized tensors, called {_where(namer)}. "
+            f"qlib models {'; '.join(supported())}; ops that only move codes (qlib.registry.LAYOUT_OPS: view, "
+            "transpose, ...) and ops on float tensors run in torch"
+        )
+
+
+def _activation(step: _Step, value: object) -> Activation:
+    if isinstance(value, torch.Tensor) and value.is_quantized:
+        return Activation(step.name, step.op, value.int_repr(), value.q_scale(), value.q_zero_point())
+    return Activation(step.name, step.op, value, None, None)
+
+
+def _check_converted(model: torch.nn.Module) -> None:
+    for path, module in model.named_modules():
+        if callable(getattr(module, "calculate_qparams", None)):
+            raise ValueError(
+                f"this model is prepared but not converted: {path or 'the model'} "
+                f"({type(module).__name__}) still observes. Calibrate it, then call "
+                "torch.ao.quantization.convert (eager mode) or convert_pt2e (PT2E) and pass the result"
+            )
+
+
+def _watch(model, x, settings: Settings, keep_torch: bool) -> tuple[list[_Step], object]:
+    _check_converted(model)
+    namer = _Namer(model)
+    watch = _Watch(namer, settings, keep_torch)
+    try:
+        with torch.no_grad(), watch:
+            returned = model(x)
+    finally:
+        steps = namer.finish()
+    if watch.modelled == 0:
+        raise ValueError(
+            "this is a float model: torch called none of the quantized ops qlib models. Quantize it first "
+            "(eager mode: prepare, calibrate, convert; or quantize_dynamic; or PT2E's convert_pt2e)"
+        )
+    return steps, returned
 
 
 def run(
@@ -84,12 +239,13 @@ def run(
     pairs_saturate: bool | None = None,
     release: str | None = None,
 ) -> Run:
-    """Run an eager-mode quantized model on float32 ``x`` with qlib's operators.
+    """Run a quantized model on float32 ``x`` with qlib's operators.
 
     Every step's integers equal torch's bit for bit where qlib models the
     kernel torch runs (see each operator's docstring: ``qlib.linear``,
     ``qlib.conv2d``, ``qlib.add``). ``pairs_saturate`` and ``release`` are
-    passed to the operators (None: the CPU and torch at hand).
+    passed to the operators (None: the CPU and torch at hand). Each Conv and
+    Linear follows the backend its weight was packed for.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -101,153 +257,24 @@ def run(
     >>> [(name, step.codes.tolist()) for name, step in result.activations.items()]
     [('0', [[0, 63, 127]]), ('1', [[42, 63, 127]])]
     """
-    graph = _trace(model)
-    names = _step_names(graph)
-    values: dict[str, object] = {}
-    result = Run()
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            values[node.name] = x
-        elif node.op == "output":
-            break
-        else:
-            inputs = [values[a.name] if hasattr(a, "name") else a for a in node.args]
-            step = _step(model, node, inputs, pairs_saturate, release)
-            values[node.name] = step
-            _record(result.activations, names[node.name], step, inputs)
+    steps, returned = _watch(model, x, Settings(pairs_saturate, release), keep_torch=False)
+    result = Run({step.name: _activation(step, step.ours) for step in steps})
+    if isinstance(returned, torch.Tensor):
+        last = steps[-1]
+        result.returned = _activation(last if last.ours is returned else _Step("output", "output", "", None), returned)
     return result
-
-
-def _record(activations: dict[str, Activation], name: str, step: object, inputs: list) -> None:
-    """Keep each new activation under its step's name (Identity steps add nothing new)."""
-    if isinstance(step, Activation) and not any(step is value for value in inputs):
-        step.name = name
-        activations[name] = step
-
-
-def _step_names(graph: torch.fx.Graph) -> dict[str, str]:
-    """Each node's name in reports: a module's path, an add its FloatFunctional's, else the node's."""
-    names = {}
-    for node in graph.nodes:
-        names[node.name] = str(node.target) if node.op == "call_module" else node.name
-        users = list(node.users)
-        if (
-            node.op == "call_function"
-            and str(node.target).startswith("quantized.add")
-            and len(users) == 1
-            and users[0].op == "call_module"
-            and str(users[0].target).endswith(".activation_post_process")
-        ):
-            names[node.name] = str(users[0].target).removesuffix(".activation_post_process")
-    return names
-
-
-def _trace(model: torch.nn.Module) -> torch.fx.Graph:
-    try:
-        # the graph alone: symbolic_trace would also build and compile a GraphModule, which run() does not need
-        return torch.fx.Tracer().trace(model)
-    except Exception as error:  # fx raises many kinds of error for untraceable code
-        raise ValueError(
-            f"qlib.run traces the model's forward with torch.fx, which failed: {type(error).__name__}: {error}. "
-            "Models with data-dependent control flow cannot be traced"
-        ) from error
-
-
-def _step_name(node: torch.fx.Node) -> str:
-    if node.op == "call_module":
-        return str(node.target)
-    return node.name
-
-
-def _step(model, node, inputs, pairs_saturate, release):
-    """The result of one graph node: an Activation, or for layout functions the rearranged one."""
-    if node.op == "call_module":
-        module = model.get_submodule(node.target)
-        return _module_step(str(node.target), module, inputs[0], pairs_saturate, release)
-    name = getattr(node.target, "__name__", str(node.target))
-    if node.op == "call_function" and node.target is getattr and inputs[1] in ("shape", "ndim"):
-        return getattr(inputs[0].codes, inputs[1])  # shape arithmetic for a reshape
-    if node.op == "call_function" and name == "getitem" and not isinstance(inputs[0], Activation):
-        return inputs[0][inputs[1]]
-    if node.op == "call_method" and name == "size" and isinstance(inputs[0], Activation):
-        return inputs[0].codes.size(*inputs[1:])
-    if node.op in ("call_function", "call_method") and name in LAYOUT_FUNCTIONS:
-        source = inputs[0]
-        codes = getattr(source.codes, name)(*inputs[1:], **node.kwargs)
-        return Activation(node.name, name, codes, source.scale, source.zero_point)
-    if node.op == "call_function" and str(node.target) in ("quantized.add", "quantized.add_relu"):
-        a, b = inputs
-        codes = add(
-            a.codes, a.scale, a.zero_point, b.codes, b.scale, b.zero_point,
-            node.kwargs["scale"], node.kwargs["zero_point"], relu=str(node.target).endswith("relu"), release=release,
-        )  # fmt: skip
-        return Activation(node.name, "add", codes, float(node.kwargs["scale"]), int(node.kwargs["zero_point"]))
-    raise ValueError(f"qlib.run does not model {node.op} {node.target!r} (node {node.name})")
-
-
-def _module_step(name, module, source, pairs_saturate, release):
-    kind = type(module).__name__
-    home = type(module).__module__
-    quantized = "quantized" in home
-    if kind == "Quantize":
-        scale, zero_point = float(module.scale), int(module.zero_point)
-        return Activation(
-            name, kind, quantize(source, scale, zero_point, module.dtype, release=release), scale, zero_point
-        )
-    if kind == "DeQuantize":
-        return Activation(name, kind, source.dequantized(), None, None)
-    if kind in ("Identity",) or (kind == "Dropout" and not module.training):
-        return source
-    if kind == "Flatten":
-        return Activation(
-            name, kind, source.codes.flatten(module.start_dim, module.end_dim), source.scale, source.zero_point
-        )
-    if kind == "ReLU":
-        codes = torch.maximum(source.codes, torch.tensor(source.zero_point, dtype=source.codes.dtype))
-        return Activation(name, kind, codes, source.scale, source.zero_point)
-    if quantized and kind in ("Linear", "LinearReLU"):
-        weight_scale, weight_zero_point, weight = _weight(module.weight())
-        codes = linear(
-            source.codes, source.scale, source.zero_point, weight, weight_scale, weight_zero_point,
-            module.bias(), module.scale, module.zero_point, relu=kind == "LinearReLU",
-            pairs_saturate=pairs_saturate, release=release,
-        )  # fmt: skip
-        return Activation(name, kind, codes, float(module.scale), int(module.zero_point))
-    if quantized and kind in ("Conv2d", "ConvReLU2d"):
-        if module.padding_mode != "zeros":
-            raise ValueError(f"qlib.run models zero padding only; {name} pads with {module.padding_mode!r}")
-        weight_scale, weight_zero_point, weight = _weight(module.weight())
-        codes = conv2d(
-            source.codes, source.scale, source.zero_point, weight, weight_scale, weight_zero_point,
-            module.bias(), module.scale, module.zero_point, stride=module.stride, padding=module.padding,
-            dilation=module.dilation, groups=module.groups, relu=kind == "ConvReLU2d",
-            pairs_saturate=pairs_saturate, release=release,
-        )  # fmt: skip
-        return Activation(name, kind, codes, float(module.scale), int(module.zero_point))
-    raise ValueError(
-        f"qlib.run does not model the module {name} ({home}.{kind}); it models Quantize, DeQuantize, quantized "
-        "Linear, LinearReLU, Conv2d, ConvReLU2d, ReLU, Identity, Flatten, QFunctional.add and flatten/reshape/view"
-    )
-
-
-def _weight(weight: torch.Tensor) -> tuple:
-    """(scale, zero point, int8 codes) of a quantized weight, per tensor or per output channel."""
-    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        if weight.q_per_channel_axis() != 0:
-            raise ValueError(f"per-channel weights must be quantized along axis 0; got {weight.q_per_channel_axis()}")
-        return weight.q_per_channel_scales().float(), weight.q_per_channel_zero_points(), weight.int_repr()
-    return weight.q_scale(), weight.q_zero_point(), weight.int_repr()
 
 
 @dataclass
 class LayerComparison:
-    """One layer in ``compare``'s report.
+    """One step in ``compare``'s report.
 
     ``sqnr_db``: ``10 log10(sum f**2 / sum (f - q)**2)`` of torch's dequantized
-    activation ``q`` against the float model's ``f`` (``inf`` when equal);
-    ``max_error``: ``max |f - q|``; ``exact``: whether torch's integers equal
-    qlib's computation of the layer from torch's own inputs; ``mismatches``:
-    how many do not.
+    activation ``q`` against the float model's ``f`` (``inf`` when equal; NaN
+    where the float model has no module to compare with); ``max_error``:
+    ``max |f - q|``; ``exact``: whether torch's integers equal qlib's
+    computation of the step from torch's own inputs; ``mismatches``: how many
+    do not, of ``numel``. ``torch_codes`` and ``qlib_codes`` are the two.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -262,6 +289,8 @@ class LayerComparison:
     exact: bool
     mismatches: int
     numel: int
+    torch_codes: torch.Tensor | None = field(default=None, repr=False)
+    qlib_codes: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -291,8 +320,8 @@ class Comparison:
             [
                 layer.name,
                 layer.op,
-                "inf" if math.isinf(layer.sqnr_db) else f"{layer.sqnr_db:.1f}",
-                f"{layer.max_error:.3g}",
+                _db(layer.sqnr_db),
+                "-" if math.isnan(layer.max_error) else f"{layer.max_error:.3g}",
                 "yes" if layer.exact else f"no: {layer.mismatches:,} of {layer.numel:,}",
             ]
             for layer in self.layers
@@ -328,11 +357,17 @@ class Comparison:
 
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 3))
-        finite = [min(layer.sqnr_db, 99.0) for layer in self.layers]
+        finite = [0.0 if math.isnan(layer.sqnr_db) else min(layer.sqnr_db, 99.0) for layer in self.layers]
         ax.bar(range(len(finite)), finite, color=["C0" if layer.exact else "C3" for layer in self.layers])
         ax.set_xticks(range(len(finite)), [layer.name for layer in self.layers], rotation=30, ha="right")
         ax.set_ylabel("SQNR against the float model (dB)")
         return ax
+
+
+def _db(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.1f}"
 
 
 def compare(
@@ -343,14 +378,14 @@ def compare(
     pairs_saturate: bool | None = None,
     release: str | None = None,
 ) -> Comparison:
-    """Each layer of ``quantized_model`` against the same layer of ``float_model``, on ``x``.
+    """Each step of ``quantized_model`` against the same module of ``float_model``, on ``x``.
 
     ``float_model`` is the float model as it was fused, before ``prepare``
     (so that ``conv1`` holds the conv and its ReLU, as in the quantized
-    model); layers are matched by module name, an add by its
-    ``FloatFunctional``'s name. Every quantized layer is also recomputed by
-    qlib from torch's own input codes, which says whether torch's integers
-    are exactly that layer's arithmetic.
+    model); steps are matched by module name and call, an add by its
+    ``FloatFunctional``'s name. Every step is also recomputed by qlib from
+    torch's own inputs, which says whether torch's integers are exactly that
+    step's arithmetic.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -362,60 +397,51 @@ def compare(
     >>> [(layer.name, layer.exact) for layer in report.layers]
     [('0', True), ('1', True)]
     """
-    graph = _trace(quantized_model)
-    names = _step_names(graph)
+    steps, _ = _watch(quantized_model, x, Settings(pairs_saturate, release), keep_torch=True)
     float_out = _capture(float_model, x)
-    torch_values = _torch_values(quantized_model, graph, x)
     layers, unmatched = [], []
-    for node in graph.nodes:
-        if node.op in ("placeholder", "output"):
+    for step in steps:
+        ours, theirs = _activation(step, step.ours), _activation(step, step.theirs)
+        if ours.scale is None:
+            continue  # a float result (DeQuantize): the model's output, compared by the reader
+        reference = _reference(float_out, step)
+        mismatches = int((ours.codes != theirs.codes).sum())
+        if (ours.scale, ours.zero_point) != (theirs.scale, theirs.zero_point):
+            mismatches = ours.codes.numel()
+        sqnr, max_error = math.nan, math.nan
+        if reference is None and step.owned:  # a module with no twin in the float model
+            unmatched.append(step.name)
             continue
-        inputs = [_as_activation(torch_values[a.name]) if isinstance(a, torch.fx.Node) else a for a in node.args]
-        step = _step(quantized_model, node, inputs, pairs_saturate, release)
-        theirs, name = torch_values[node.name], names[node.name]
-        reference = float_out.get(name, float_out.get(f"{name}.activation_post_process"))
-        new = isinstance(step, Activation) and not any(step is value for value in inputs)
-        if not new or step.scale is None or step.op in LAYOUT_FUNCTIONS:
-            continue
-        if reference is None:
-            unmatched.append(name)
-            continue
-        codes = theirs.int_repr()
-        mismatches = int((codes != step.codes).sum())
-        error = (reference - theirs.dequantize()).double()
-        noise, signal = error.pow(2).sum().item(), reference.double().pow(2).sum().item()
-        sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+        if reference is not None:
+            error = (reference.float() - theirs.dequantized()).double()
+            noise, signal = error.pow(2).sum().item(), reference.double().pow(2).sum().item()
+            sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+            max_error = error.abs().max().item()
         layers.append(
-            LayerComparison(name, step.op, sqnr, error.abs().max().item(), mismatches == 0, mismatches, codes.numel())
-        )
+            LayerComparison(
+                step.name, step.op, sqnr, max_error, mismatches == 0, mismatches, ours.codes.numel(),
+                theirs.codes, ours.codes,
+            )
+        )  # fmt: skip
     return Comparison(layers, unmatched)
 
 
-def _torch_values(model: torch.nn.Module, graph: torch.fx.Graph, x: torch.Tensor) -> dict[str, object]:
-    """What torch computes at every node of the traced model."""
-    values: dict[str, object] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            values[n.name] = super().run_node(n)
-            return values[n.name]
-
-    with torch.no_grad():
-        Recorder(torch.fx.GraphModule(model, graph)).run(x)
-    return values
+def _reference(float_out: dict[str, list[torch.Tensor]], step: _Step) -> torch.Tensor | None:
+    """The float model's output for ``step``: the same module (or FloatFunctional), the same call."""
+    base, _, call = step.name.partition("#")
+    index = int(call) - 1 if call else 0
+    for key in (base, f"{base}.activation_post_process"):
+        outputs = float_out.get(key, [])
+        if index < len(outputs) and isinstance(outputs[index], torch.Tensor):
+            return outputs[index]
+    return None
 
 
-def _as_activation(value: object) -> object:
-    if isinstance(value, torch.Tensor) and value.is_quantized:
-        return Activation("torch", "torch", value.int_repr(), value.q_scale(), value.q_zero_point())
-    return value
-
-
-def _capture(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every submodule's output on ``x``, by module name (the last call wins)."""
-    out: dict[str, torch.Tensor] = {}
+def _capture(model: torch.nn.Module, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Every submodule's outputs on ``x``, by module name, one per call."""
+    out: dict[str, list[torch.Tensor]] = {}
     hooks = [
-        module.register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o))
+        module.register_forward_hook(lambda m, i, o, name=name: out.setdefault(name, []).append(o))
         for name, module in model.named_modules()
         if name
     ]

@@ -89,9 +89,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from qlib import checks
+from qlib.numerics import float32_reciprocal, fma_float32
 from qlib.pt2e_ops import quantize_pt2e, reciprocal
-from qlib.quant import CODE_DTYPES, SUB_BYTE, fma_float32, quantize
-from qlib.ranges import DTYPE_RANGES
+from qlib.quant import SUB_BYTE, quantize
+from qlib.ranges import CODE_DTYPES, DTYPE_RANGES
 from qlib.releases import torch_release
 from qlib.torchao_primitives import quant_range, quantize_affine
 
@@ -578,8 +579,9 @@ def _arithmetic(
     """
     before = (path not in ("after", "pt2e")) != ("order" in variant)
     if path == "pt2e" and "float64" not in variant and "division" not in variant:
-        inv = (torch.tensor(1.0) / torch.tensor(scale, dtype=torch.float32)).item()
-        t = x * (inv if variant == ATEN_RECIPROCAL else reciprocal(scale))  # float32 times a float32 factor
+        t = x * (
+            float32_reciprocal(scale) if variant == ATEN_RECIPROCAL else reciprocal(scale)
+        )  # float32 times a float32 factor
         rounded = (t + zero_point if before else t).double()
         unclamped = rounded.round() if before else rounded.round() + zero_point
         return rounded, unclamped

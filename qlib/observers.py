@@ -30,18 +30,8 @@ import warnings
 import torch
 
 from qlib.qparams import choose_qparams, observer_range
+from qlib.ranges import OBSERVER_DTYPES
 
-# dtypes PyTorch's observers accept that qlib.ranges knows (qlib has no uint16 or float8 ranges)
-OBSERVER_DTYPES = (
-    torch.quint8,
-    torch.qint8,
-    torch.qint32,
-    torch.quint4x2,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-)
 PER_TENSOR_QSCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 PER_CHANNEL_QSCHEMES = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
 SYMMETRIC_QSCHEMES = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
@@ -51,7 +41,7 @@ FLOAT32_EPS = torch.finfo(torch.float32).eps
 def batch_min_max(x: torch.Tensor, ch_axis: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimum and maximum of a batch, as float32: 0-dim tensors, or 1-d (one per channel along ``ch_axis``).
 
-    As torch 2.13's observers do it: ``x`` is converted to float32 first, and
+    As torch's observers do it (2.13 and 2.14 alike): ``x`` is converted to float32 first, and
     per channel the channel axis is swapped with axis 0 and the rest flattened
     (so even the sign of a zero minimum matches torch).
 
@@ -93,7 +83,7 @@ def float_qparams(
     above ``eps``; ``zero_point = -min / scale`` stays a float, so that
     ``round(x / scale + zero_point)`` is ``round((x - min) / scale)``. Unlike
     the other qschemes, the range is not widened to include 0. All float32
-    (torch 2.13 ``UniformQuantizationObserverBase._calculate_qparams``).
+    (``UniformQuantizationObserverBase._calculate_qparams``, torch 2.13 and 2.14).
 
     Chapter: "Observers" (book/06_observers).
 
@@ -364,7 +354,7 @@ def check_finite(batch_min: torch.Tensor, batch_max: torch.Tensor, x: torch.Tens
     values = x.detach().to(torch.float32)
     nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
     raise ValueError(
-        f"x contains {nan} NaN and {inf} infinite value(s) (in float32). torch 2.13 would record them as the "
+        f"x contains {nan} NaN and {inf} infinite value(s) (in float32). torch would record them as the "
         "range and then return scale nan or inf from calculate_qparams; remove them before observing"
     )
 

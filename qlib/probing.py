@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qlib.quant import fma_float32
+from qlib.numerics import fma_float32
 from qlib.releases import SUPPORTED_RELEASES
 
 # Each candidate: (features, where it is found). Its codes come from candidate_codes() below.

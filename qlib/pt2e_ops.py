@@ -46,12 +46,10 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.histogram import _float32
-from qlib.quant import INT32_MIN
-from qlib.ranges import DTYPE_RANGES
+from qlib.numerics import INT32_MAX, INT32_MIN, float32, to_codes
+from qlib.ranges import DTYPE_RANGES, PLAIN_DTYPES
 
 # The plain integer dtypes the ops take (quantized dtypes such as torch.quint8 are not allowed).
-PT2E_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def reciprocal(scale: float) -> float:
@@ -62,7 +60,7 @@ def reciprocal(scale: float) -> float:
     >>> reciprocal(0.0180064)  # torch.quantize_per_tensor multiplies by 1.0f / 0.0180064f = 55.53581237792969
     55.53580856323242
     """
-    return _float32(1.0 / scale)
+    return float32(1.0 / scale)
 
 
 def quantize_pt2e(
@@ -136,7 +134,7 @@ def dequantize_pt2e(
     tensor([-0.7174,  0.0000,  0.5022])
     """
     checks.integer_tensor(q, "q")
-    qmin, qmax = DTYPE_RANGES.get(q.dtype, (INT32_MIN, 2**31 - 1))
+    qmin, qmax = DTYPE_RANGES.get(q.dtype, (INT32_MIN, INT32_MAX))
     if axis is None:
         s = checks.scale_value(scale)
         if zero_point is None:
@@ -156,18 +154,11 @@ def dequantize_pt2e(
 
 def check_quant_range(quant_min: object, quant_max: object, dtype: object) -> None:
     """Check ``dtype`` and the clamp range ``[quant_min, quant_max]`` inside its range."""
-    if dtype not in PT2E_DTYPES:
-        allowed = ", ".join(str(d) for d in PT2E_DTYPES)
+    if dtype not in PLAIN_DTYPES:
+        allowed = ", ".join(str(d) for d in PLAIN_DTYPES)
         hint = " (the PT2E ops take plain dtypes: torch.uint8, not torch.quint8)" if dtype in DTYPE_RANGES else ""
         raise TypeError(f"dtype must be one of {allowed}; got {dtype!r}{hint}")
-    lo, hi = DTYPE_RANGES[dtype]
-    for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if not lo <= quant_min <= quant_max <= hi:
-        raise ValueError(
-            f"need {lo} <= quant_min <= quant_max <= {hi} for {dtype}; got quant_min={quant_min}, quant_max={quant_max}"
-        )
+    checks.int_range(quant_min, quant_max, *DTYPE_RANGES[dtype], of=f" for {dtype}")
 
 
 def typed_channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
@@ -180,12 +171,3 @@ def typed_channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
         )
     checks.channel_scales(scale, length, axis)
     return scale.detach()
-
-
-def to_codes(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Clamped float values to ``dtype``, as ``.to(dtype)`` does on x86: a value of ``2**31`` (only an int32
-    ``quant_max`` of ``2**31 - 1`` rounded to float32 gives one) overflows to ``-2**31``."""
-    if dtype == torch.int32:
-        overflow = values >= 2.0**31
-        return values.masked_fill(overflow, INT32_MIN).to(torch.int32)
-    return values.to(dtype)

@@ -37,9 +37,9 @@ import math
 import torch
 
 from qlib import checks
-from qlib.dynamic import SMALL_SCALE_THRESHOLD  # FBGEMM's 6.1e-5f: no scale goes below it
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
+from qlib.numerics import FBGEMM_SMALL_SCALE, fma_float32
 from qlib.observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -47,7 +47,6 @@ from qlib.observers import (
     PerChannelMinMaxObserver,
     batch_min_max,
 )
-from qlib.quant import fma_float32
 
 INT64_EDGE = 2.0**63  # float results at or beyond it convert to INT64_MIN on x86
 OBSERVERS = (
@@ -58,15 +57,6 @@ OBSERVERS = (
     HistogramObserver,
 )
 FUSED_OBSERVERS = (MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver)
-
-
-def _int_range(quant_min: object, quant_max: object) -> tuple[int, int]:
-    for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if quant_min > quant_max:
-        raise ValueError(f"quant_min must not exceed quant_max; got {quant_min} > {quant_max}")
-    return quant_min, quant_max
 
 
 def choose_qparams_fused(
@@ -106,7 +96,7 @@ def choose_qparams_fused(
     >>> choose_qparams_fused(torch.tensor([-1.0, 0.5]), torch.tensor([1.0, 2.0]), -128, 127, symmetric=True)
     (tensor([0.0079, 0.0078]), tensor([   0, -128], dtype=torch.int32))
     """
-    quant_min, quant_max = _int_range(quant_min, quant_max)
+    quant_min, quant_max = checks.int_range(quant_min, quant_max)
     n = quant_max - quant_min
     if n >= 2**31:
         raise ValueError(f"quant_max - quant_min must be below 2**31 (FBGEMM computes it in int32); got {n}")
@@ -125,7 +115,7 @@ def choose_qparams_fused(
     scale = ((hi.double() - lo.double()) / n).float()
     useless = (scale == 0) | torch.isinf(1.0 / scale)
     scale = torch.where(useless, torch.tensor(0.1, dtype=torch.float32), scale)
-    threshold = torch.tensor(SMALL_SCALE_THRESHOLD, dtype=torch.float32)
+    threshold = torch.tensor(FBGEMM_SMALL_SCALE, dtype=torch.float32)
     small = scale < threshold
     if small.any():  # stretch the range to the smallest scale, in float32 as FBGEMM does
         amplifier = threshold / scale
@@ -346,7 +336,7 @@ def fake_quantize_learnable(
     """
     checks.float32_tensor(x, "x")
     checks.no_nan(x, "x")
-    quant_min, quant_max = _int_range(quant_min, quant_max)
+    quant_min, quant_max = checks.int_range(quant_min, quant_max)
     if not quant_min <= 0 <= quant_max:
         raise ValueError(f"the range must include 0 (torch's backward checks it); got [{quant_min}, {quant_max}]")
     for name, value in (("scale", scale), ("zero_point", zero_point)):
@@ -422,7 +412,7 @@ class FakeQuantize:
         if (quant_min is None) != (quant_max is None):
             raise ValueError("give both quant_min and quant_max, or neither")
         if quant_min is not None:
-            _int_range(quant_min, quant_max)
+            checks.int_range(quant_min, quant_max)
             observer_kwargs.update(quant_min=quant_min, quant_max=quant_max)
         self.observer = observer(**observer_kwargs)
         self.quant_min, self.quant_max = self.observer.quant_min, self.observer.quant_max

@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from qlib import checks
 from qlib.ranges import DTYPE_RANGES, qrange
 
 # dtypes whose symmetric zero point sits mid-range instead of at 0.
@@ -45,15 +46,7 @@ def observer_range(
         return qrange(dtype, reduce_range)
     if quant_min is None or quant_max is None:
         raise ValueError("give both quant_min and quant_max, or neither")
-    lo, hi = qrange(dtype)
-    for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if not (lo <= quant_min <= 0 <= quant_max <= hi and quant_min < quant_max):
-        raise ValueError(
-            f"need {lo} <= quant_min <= 0 <= quant_max <= {hi} and quant_min < quant_max "
-            f"for {dtype}; got quant_min={quant_min}, quant_max={quant_max}"
-        )
+    checks.int_range(quant_min, quant_max, *qrange(dtype), distinct=True, contains_zero=True, of=f" for {dtype}")
     if reduce_range:
         lo, hi = quant_min // 2, quant_max // 2
         if lo == hi:

@@ -41,86 +41,12 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.ranges import DTYPE_RANGES
+from qlib.numerics import CHUNK, INT32_FLOAT_MAX, INT32_MIN, float32_reciprocal, fma_float32
+from qlib.ranges import CODE_DTYPES, DTYPE_RANGES
+from qlib.registry import Settings, quantized, register
 from qlib.releases import torch_release
 
-# Storage dtype of the integer codes for each dtype quantize accepts.
-CODE_DTYPES: dict[torch.dtype, torch.dtype] = {
-    torch.quint8: torch.uint8,
-    torch.qint8: torch.int8,
-    torch.qint32: torch.int32,
-    torch.quint4x2: torch.uint8,
-    torch.quint2x4: torch.uint8,
-    torch.uint8: torch.uint8,
-    torch.int8: torch.int8,
-    torch.int32: torch.int32,
-}
 SUB_BYTE = (torch.quint4x2, torch.quint2x4)
-CHUNK = 2**20  # elements per piece: 4 MiB per float32 buffer (measured fastest of 2**18..2**22)
-
-# FBGEMM's 8-bit vector kernel clamps x * inv to this, the largest float32 below 2**31, before
-# converting to int32 (torch 2.14 then adds the zero point in int32, which can wrap around).
-INT32_FLOAT_MAX = 2147483520.0
-INT32_MIN = -(2**31)
-
-# Bits a float64 has beyond a float32's 24-bit significand, and the pattern of
-# a float64 lying exactly halfway between two neighbouring float32 values.
-_DROPPED_BITS_MASK = (1 << 29) - 1
-_HALFWAY_PATTERN = 1 << 28
-
-
-def float32_reciprocal(scale: float) -> float:
-    """``1.0f / (float)scale``: the reciprocal PyTorch's kernels multiply by.
-
-    Chapter: "Rounding" (book/04_rounding).
-
-    >>> float32_reciprocal(0.1)
-    10.0
-    """
-    return (torch.tensor(1.0) / torch.tensor(scale, dtype=torch.float32)).item()
-
-
-def fma_float32(
-    x: torch.Tensor,
-    inv: float | torch.Tensor,
-    zero_point: int | float | torch.Tensor,
-    out: torch.Tensor | None = None,
-    work: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``x * inv + zero_point`` rounded once to float32, like an FMA instruction.
-
-    ``x`` is float32; ``inv`` and ``zero_point`` are numbers or float32 tensors
-    that broadcast to ``x`` (``inv`` must be a float32 value).
-
-    ``x * inv`` is exact in float64 (24-bit times 24-bit significands), so the
-    float64 sum is rounded once. Rounding that to float32 is the FMA's answer
-    except when the float64 sum lies exactly halfway between two float32 values
-    but the true sum does not (double rounding); those few elements are moved
-    one float64 step towards the true sum before the final rounding. ``out``
-    (float32) and ``work`` (float64), shaped like ``x``, are optional buffers
-    to compute in.
-
-    Chapter: "Rounding" (book/04_rounding).
-
-    >>> fma_float32(torch.tensor([0.25]), 2.0, 3)
-    tensor([3.5000])
-    """
-    v = x.double() if work is None else work.copy_(x)
-    v.mul_(inv.double() if isinstance(inv, torch.Tensor) else inv)
-    v.add_(zero_point.double() if isinstance(zero_point, torch.Tensor) else zero_point)
-    halfway = (v.view(torch.int64) & _DROPPED_BITS_MASK) == _HALFWAY_PATTERN
-    if halfway.any():
-        idx = halfway.nonzero(as_tuple=True)
-        factor = inv.expand_as(x)[idx].double() if isinstance(inv, torch.Tensor) else inv
-        addend = zero_point.expand_as(x)[idx].double() if isinstance(zero_point, torch.Tensor) else zero_point
-        product = x[idx].double() * factor
-        total = v[idx]
-        # TwoSum (Knuth): total + error == product + addend exactly.
-        part = total - product
-        error = (product - (total - part)) + (addend - part)
-        toward = torch.where(error > 0, float("inf"), float("-inf")).double()
-        v[idx] = torch.where(error == 0, total, torch.nextafter(total, toward))
-    return v.float() if out is None else out.copy_(v)
 
 
 # Below |x * inv + zp| = 2**10 (where every 8-bit code is decided) the float32 sum with two
@@ -281,3 +207,19 @@ def per_tensor_codes(
     if wraps is not None:
         q.masked_fill_(wraps, qmin if zero_point >= 128 else qmax)
     return q
+
+
+@register(
+    "aten::quantize_per_tensor",
+    function="qlib.quantize",
+    modules=("torch.ao.nn.quantized.Quantize", "torch.quantize_per_tensor"),
+    on_float=True,
+)
+def _quantize_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, scale, zero_point, dtype = args
+    if isinstance(x, (list, tuple)):
+        raise ValueError("qlib models quantize_per_tensor of one tensor, not a list of them")
+    scale = scale.item() if isinstance(scale, torch.Tensor) else scale
+    zero_point = zero_point.item() if isinstance(zero_point, torch.Tensor) else zero_point
+    codes = quantize(x, scale, zero_point, dtype, release=settings.release)
+    return quantized(codes, scale, zero_point, dtype)

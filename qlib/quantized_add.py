@@ -64,8 +64,10 @@ import torch
 
 from qlib import checks
 from qlib.dequant import per_tensor_values
-from qlib.quant import float32_reciprocal, fma_float32, per_tensor_codes
+from qlib.numerics import float32, float32_reciprocal, fma_float32
+from qlib.quant import per_tensor_codes
 from qlib.ranges import DTYPE_RANGES
+from qlib.registry import Settings, quantized, register
 from qlib.releases import torch_release
 
 # Quantized dtype of each code dtype quantized::add accepts.
@@ -155,7 +157,7 @@ def add(
         c = _sum(_dequantize_fma(ae[in_body], sa, za), _dequantize_fma(be[in_body], sb, zb), relu)
         codes[in_body] = _vector_requantize(c, inv, z, dtype, zero_point_first).to(a.dtype)
     if tail.any():  # the scalar tail: FBGEMM's Dequantize and Quantize
-        sa32, sb32 = _as_float32(sa), _as_float32(sb)
+        sa32, sb32 = float32(sa), float32(sb)
         c = _sum(per_tensor_values(ae[tail], sa32, za), per_tensor_values(be[tail], sb32, zb), relu)
         codes[tail] = _scalar_requantize(c, inv, z, dtype, zero_point_first).to(a.dtype)
     return codes
@@ -331,13 +333,9 @@ def _output_strides(shape: tuple[int, ...], memory_format: torch.memory_format) 
     return strides
 
 
-def _as_float32(value: float) -> float:
-    return torch.tensor(value, dtype=F32).item()
-
-
 def _dequantize_fma(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """The vector body's dequantization: ``fma(scale, float(q), float32(scale * -zero_point))``."""
-    s = _as_float32(scale)
+    s = float32(scale)
     premultiplied = (torch.tensor(s, dtype=F32) * -torch.tensor(float(zero_point), dtype=F32)).item()
     return fma_float32(q.float(), s, premultiplied)
 
@@ -402,3 +400,24 @@ def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int or None; got {value!r}")
     return value
+
+
+def _add_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:
+    a, b, scale, zero_point = args
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        raise ValueError("qlib models quantized::add of two tensors (FloatFunctional.add), not add_scalar")
+    codes = add(
+        a.int_repr(), a.q_scale(), a.q_zero_point(), b.int_repr(), b.q_scale(), b.q_zero_point(), scale,
+        zero_point, relu=relu, release=settings.release,
+    )  # fmt: skip
+    return quantized(codes, scale, zero_point, a.dtype)
+
+
+@register("quantized::add", function="qlib.add", modules=("torch.ao.nn.quantized.QFunctional.add",))
+def _add_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _add_call(args, settings, relu=False)
+
+
+@register("quantized::add_relu", function="qlib.add", modules=("torch.ao.nn.quantized.QFunctional.add_relu",))
+def _add_relu_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _add_call(args, settings, relu=True)

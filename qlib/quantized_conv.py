@@ -53,17 +53,17 @@ import sys
 import torch
 
 from qlib import checks
+from qlib.numerics import INT16_MAX, INT16_MIN, wrap_int32
 from qlib.quantized_linear import (
-    INT16_MAX,
-    INT16_MIN,
-    _codes,
     checked_bias,
     int_matmul,
     pairs_saturate_here,
     requantize,
     round_to_codes,
+    weight_of,
     weight_qparams,
 )
+from qlib.registry import Settings, packed_backend, quantized, register
 from qlib.releases import torch_release
 
 CONV_ENGINES = ("x86", "fbgemm")  # the quantized engines whose Conv2d qlib reproduces
@@ -185,8 +185,8 @@ def conv2d(
     """
     release = torch_release(release)
     engine = _engine(engine)
-    x = _codes(x, "x", torch.uint8, "quint8 activations")
-    weight = _codes(weight, "weight", torch.int8, "qint8 weights")
+    x = checks.code_tensor(x, "x", torch.uint8, "quint8 activations")
+    weight = checks.code_tensor(weight, "weight", torch.int8, "qint8 weights")
     if x.dim() != 4:
         raise ValueError(
             f"x must have 4 dimensions [N, C, H, W], as a quantized Conv2d requires (qlib models 2-d convolution "
@@ -252,7 +252,7 @@ def conv2d(
     row_sums = rows.long().sum(2)  # [groups, positions]
     raw = acc - zx * column_sums[:, None, :] - row_sums[:, :, None] * zw_g[:, None, :]
     raw = raw.permute(1, 0, 2).reshape(rows.shape[1], n_out)  # outputs in group order
-    raw = ((raw + 2**31).remainder(2**32) - 2**31).to(torch.int32)  # int32 arithmetic wraps around
+    raw = wrap_int32(raw)  # int32 arithmetic wraps around
     if kernel == "depthwise" and bias is not None and not per_channel and release == "2.14":
         # requantize_ in FbgemmI8DepthwiseAvx2-inl.h, as torch 2.14 compiled it: bias * float32(1 / ats), rounded, added
         ats = torch.tensor(sx, dtype=torch.float32) * sw
@@ -336,3 +336,36 @@ def _im2col(
     ]
     cols = torch.stack(taps, 2).view(n, groups, c // groups, kh * kw, h_out, w_out)
     return cols.permute(1, 0, 4, 5, 3, 2).reshape(groups, n * h_out * w_out, kh * kw * (c // groups))
+
+
+def _conv2d_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:
+    if len(args) != 4:
+        raise ValueError("qlib models quantized::conv2d.new (a Conv2d module's call), not the old overload")
+    x, packed, scale, zero_point = args
+    if packed.transpose():
+        raise ValueError("qlib does not model transposed convolutions (ConvTranspose2d)")
+    backend = packed_backend(packed)
+    if backend != "fbgemm":
+        raise ValueError(
+            f"this Conv2d's weight was packed for {backend} (torch runs it there whatever the engine is now); "
+            "qlib models FBGEMM's convolution only: set torch.backends.quantized.engine = 'fbgemm' before "
+            "prepare and convert, and convert again"
+        )
+    weight, weight_scale, weight_zero_point, bias = weight_of(packed)
+    codes = conv2d(
+        x.int_repr(), x.q_scale(), x.q_zero_point(), weight, weight_scale, weight_zero_point, bias, scale,
+        zero_point, stride=tuple(packed.stride()), padding=tuple(packed.padding()),
+        dilation=tuple(packed.dilation()), groups=packed.groups(), relu=relu,
+        pairs_saturate=settings.pairs_saturate, engine="fbgemm", release=settings.release,
+    )  # fmt: skip
+    return quantized(codes, scale, zero_point, torch.quint8)
+
+
+@register("quantized::conv2d", function="qlib.conv2d", modules=("torch.ao.nn.quantized.Conv2d",))
+def _conv2d_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _conv2d_call(args, settings, relu=False)
+
+
+@register("quantized::conv2d_relu", function="qlib.conv2d", modules=("torch.ao.nn.intrinsic.quantized.ConvReLU2d",))
+def _conv2d_relu_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _conv2d_call(args, settings, relu=True)

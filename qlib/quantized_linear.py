@@ -45,10 +45,11 @@ import os
 import torch
 
 from qlib import checks
-from qlib.quant import fma_float32, quantize
+from qlib.numerics import INT16_MAX, INT16_MIN, fma_float32
+from qlib.quant import quantize
+from qlib.registry import Settings, packed_backend, quantized, register
 from qlib.releases import torch_release
 
-INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 ENGINES = ("x86", "fbgemm", "qnnpack")  # the quantized engines whose Linear qlib reproduces
 PAIR_CHUNK = 2**22  # products per piece when summing pairs with saturation (16 MiB of float32)
 
@@ -323,8 +324,8 @@ def linear(
             "pairs_saturate chooses the CPU for the x86 and fbgemm engines; the qnnpack engine never saturates "
             f"pairs on any CPU: leave it None; got {pairs_saturate!r}"
         )
-    x = _codes(x, "x", torch.uint8, "quint8 activations")
-    weight = _codes(weight, "weight", torch.int8, "qint8 weights")
+    x = checks.code_tensor(x, "x", torch.uint8, "quint8 activations")
+    weight = checks.code_tensor(weight, "weight", torch.int8, "qint8 weights")
     if x.dim() < 2:
         raise ValueError(f"x must have at least 2 dimensions, [..., K], as quantized::linear requires; got {x.dim()}")
     if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
@@ -360,12 +361,35 @@ def linear(
     return codes.reshape(*x.shape[:-1], n)
 
 
-def _codes(t: object, name: str, dtype: torch.dtype, what: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor) or t.is_quantized or t.dtype != dtype:
-        got = (
-            "a quantized tensor (pass its .int_repr())"
-            if isinstance(t, torch.Tensor) and t.is_quantized
-            else (t.dtype if isinstance(t, torch.Tensor) else type(t).__name__)
-        )
-        raise TypeError(f"{name} must be a {dtype} tensor of codes ({what}); got {got}")
-    return t
+def weight_of(packed: object) -> tuple:
+    """``(codes, scale, zero point, bias)`` of a packed quantized weight, per tensor or per output channel."""
+    weight, bias = packed.unpack()
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if weight.q_per_channel_axis() != 0:
+            raise ValueError(f"per-channel weights must be quantized along axis 0; got {weight.q_per_channel_axis()}")
+        return weight.int_repr(), weight.q_per_channel_scales().float(), weight.q_per_channel_zero_points(), bias
+    return weight.int_repr(), weight.q_scale(), weight.q_zero_point(), bias
+
+
+def _linear_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:
+    x, packed, scale, zero_point = args
+    backend = packed_backend(packed)
+    if backend == "onednn":
+        raise ValueError("this Linear's weight was packed for oneDNN (the onednn engine), which qlib does not model")
+    weight, weight_scale, weight_zero_point, bias = weight_of(packed)
+    codes = linear(
+        x.int_repr(), x.q_scale(), x.q_zero_point(), weight, weight_scale, weight_zero_point, bias, scale,
+        zero_point, relu=relu, pairs_saturate=None if backend == "qnnpack" else settings.pairs_saturate,
+        release=settings.release, engine=backend,
+    )  # fmt: skip
+    return quantized(codes, scale, zero_point, torch.quint8)
+
+
+@register("quantized::linear", function="qlib.linear", modules=("torch.ao.nn.quantized.Linear",))
+def _linear_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _linear_call(args, settings, relu=False)
+
+
+@register("quantized::linear_relu", function="qlib.linear", modules=("torch.ao.nn.intrinsic.quantized.LinearReLU",))
+def _linear_relu_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _linear_call(args, settings, relu=True)

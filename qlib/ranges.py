@@ -22,6 +22,42 @@ DTYPE_RANGES: dict[torch.dtype, tuple[int, int]] = {
     torch.int32: (-(2**31), 2**31 - 1),
 }
 
+# The integer dtype each dtype's codes are stored in (qlib.quantize's result; int_repr()'s dtype).
+CODE_DTYPES: dict[torch.dtype, torch.dtype] = {
+    torch.quint8: torch.uint8,
+    torch.qint8: torch.int8,
+    torch.qint32: torch.int32,
+    torch.quint4x2: torch.uint8,
+    torch.quint2x4: torch.uint8,
+    torch.uint8: torch.uint8,
+    torch.int8: torch.int8,
+    torch.int32: torch.int32,
+}
+
+# The codes dequantize reads, by storage dtype (int64 codes must fit int32, as torch's dequantize needs).
+STORAGE_RANGES: dict[torch.dtype, tuple[int, int]] = {
+    torch.uint8: (0, 255),
+    torch.int8: (-128, 127),
+    torch.int16: (-(2**15), 2**15 - 1),
+    torch.int32: (-(2**31), 2**31 - 1),
+    torch.int64: (-(2**31), 2**31 - 1),
+}
+
+# The plain dtypes of the PT2E ops (quantized_decomposed) and torchao's affine primitives.
+PLAIN_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32)
+
+# dtypes PyTorch's observers accept that this table knows (no uint16 or float8 ranges)
+OBSERVER_DTYPES = (
+    torch.quint8,
+    torch.qint8,
+    torch.qint32,
+    torch.quint4x2,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+)
+
 # reduce_range drops one bit; PyTorch's observers apply it only to 8-bit types.
 REDUCED_RANGES: dict[torch.dtype, tuple[int, int]] = {
     torch.quint8: (0, 127),

@@ -51,6 +51,7 @@ class Definition:
     uses: set[tuple[str, str]]  # (module, name) of the qlib definitions it refers to
     runs_at_import: set[tuple[str, str]]  # those needed when the file is imported, not only when called
     imports: set[str]  # names it takes from the standard library or torch
+    registers: bool = False  # an operator's entry in qlib.registry (``@register(...)``)
 
 
 def public_names() -> list[str]:
@@ -83,6 +84,8 @@ def generate(names: list[str]) -> str:
             continue
         needed.append(definition)
         todo.extend(by_key[key] for key in sorted(definition.uses))
+        if "OPERATORS" in definition.names:  # the table is empty without every operator's entry
+            todo.extend(d for d in definitions if d.registers)
     _check_no_clash(needed)
     ordered = _import_order(needed, by_key)
     imports = sorted(set().union(*(d.imports for d in ordered)))
@@ -126,6 +129,7 @@ def _definitions() -> list[Definition]:
                     uses=keys,
                     runs_at_import={key for key in keys if key[1] in runs},
                     imports={outside[n] for n in used if n in outside},
+                    registers=_registers(node),
                 )
             )
     return found
@@ -192,6 +196,14 @@ def _defined(node: ast.stmt) -> tuple[str, ...]:
     if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
         return (node.target.id,)
     return ()
+
+
+def _registers(node: ast.stmt) -> bool:
+    """Whether ``node`` is a function decorated with ``@register(...)``: an entry of qlib.registry's table."""
+    return isinstance(node, ast.FunctionDef) and any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "register"
+        for d in node.decorator_list
+    )
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
@@ -282,12 +294,15 @@ def _import_order(needed: list[Definition], by_key: dict[tuple[str, str], Defini
     ordered: list[Definition] = []
     visiting: set[int] = set()
 
-    def place(definition: Definition) -> None:
+    def place(definition: Definition, called: bool = False) -> None:
         if definition in ordered or id(definition) in visiting:
             return
         visiting.add(id(definition))
         for key in sorted(definition.runs_at_import):
-            place(by_key[key])
+            place(by_key[key], called=True)
+        if called:  # it runs at import time (a decorator, say): what it uses must be there by then
+            for key in sorted(definition.uses):
+                place(by_key[key], called=True)
         ordered.append(definition)
 
     for definition in sorted(needed, key=lambda d: d.order):

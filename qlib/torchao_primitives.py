@@ -46,11 +46,10 @@ from collections.abc import Sequence
 import torch
 
 from qlib import checks
-from qlib.pt2e_ops import to_codes
-from qlib.ranges import DTYPE_RANGES
+from qlib.numerics import to_codes
+from qlib.ranges import DTYPE_RANGES, PLAIN_DTYPES
 
 # The integer dtypes qlib follows torchao for (torchao also has sub-byte and float8 dtypes).
-AFFINE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32)
 MAPPING_TYPES = ("SYMMETRIC", "ASYMMETRIC")
 SCALE_DTYPES = (torch.float32, torch.float64)
 
@@ -199,18 +198,13 @@ def dequantize_affine(
 
 def quant_range(dtype: object, quant_min: object, quant_max: object) -> tuple[int, int]:
     """``(quant_min, quant_max)``, each defaulting to ``dtype``'s end, checked to lie inside its range."""
-    if dtype not in AFFINE_DTYPES:
-        allowed = ", ".join(str(d) for d in AFFINE_DTYPES)
+    if dtype not in PLAIN_DTYPES:
+        allowed = ", ".join(str(d) for d in PLAIN_DTYPES)
         raise TypeError(f"dtype must be one of {allowed}; got {dtype!r}")
     lo, hi = DTYPE_RANGES[dtype]
     qmin = lo if quant_min is None else quant_min
     qmax = hi if quant_max is None else quant_max
-    for name, value in (("quant_min", qmin), ("quant_max", qmax)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int or None; got {type(value).__name__}")
-    if not lo <= qmin < qmax <= hi:
-        raise ValueError(f"need {lo} <= quant_min < quant_max <= {hi} for {dtype}; got [{qmin}, {qmax}]")
-    return qmin, qmax
+    return checks.int_range(qmin, qmax, lo, hi, distinct=True, of=f" for {dtype}")
 
 
 def block_shape(shape: torch.Size, block_size: object) -> tuple[list[int], list[int]]:

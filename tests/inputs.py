@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import settings
 from hypothesis import strategies as st
+
+from qlib.numerics import float32, float32_reciprocal
 
 F32 = torch.float32
 
 
-def f32(value: float) -> float:
-    return torch.tensor(value, dtype=F32).item()
-
-
-def reciprocal32(scale: float) -> float:
-    return (torch.tensor(1.0) / torch.tensor(scale, dtype=F32)).item()
+f32 = float32  # a Python float rounded to float32
+reciprocal32 = float32_reciprocal  # 1.0f / (float)scale
 
 
 # Scales by kind: float32-exact, arbitrary float64 (not exact in float32),
@@ -65,3 +64,8 @@ def zero_points(qmin: int, qmax: int) -> st.SearchStrategy[int]:
         st.integers(qmin, qmax),
         st.sampled_from([z for z in (qmin, qmax, 0, 1, 127, 128, 129) if qmin <= z <= qmax]),
     )
+
+
+def examples(n: int) -> int:
+    """``n`` examples under the "ci" profile (300), scaled with the profile's own number for the others."""
+    return max(1, n * settings().max_examples // 300)

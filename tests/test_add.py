@@ -9,32 +9,28 @@ ulps away, pairs chosen where the two paths disagree), so that a wrong split fai
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
+import inputs
 import pytest
 import torch
-from conftest import COMPARED, assert_same_ints
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.nn.quantized import QFunctional
 
 import qlib.quantized_add as qa
+from qlib.numerics import float32 as f32
 from qlib.releases import torch_release
+from qlib.testing import assert_same_ints
+from qlib.testing import quantized_tensor as quantized
+
+# torch's integers here depend on the CPU kind: make unit-avx2 runs these again under the AVX2 kernels
+pytestmark = pytest.mark.cpu_kind
 
 QUANTIZED = {torch.uint8: torch.quint8, torch.int8: torch.qint8, torch.int32: torch.qint32}
 # codes drawn for each dtype (qint32: a band around 0; its extremes have a test of their own)
 DRAWN = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.int32: (-3000, 3000)}
 F32 = torch.float32
-
-
-def quantized(codes, scale, zero_point):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch 2.14 deprecates quantized dtypes
-        return torch._make_per_tensor_quantized_tensor(codes.contiguous(), scale, zero_point)
 
 
 def torch_add(a, sa, za, b, sb, zb, s, z, relu, view_a=None, view_b=None):
@@ -50,17 +46,9 @@ def torch_add(a, sa, za, b, sb, zb, s, z, relu, view_a=None, view_b=None):
         return op(qa_, qb_, s, z).int_repr()
 
 
-def f32(value):
-    return torch.tensor(value, dtype=F32).item()
-
-
 def nudge(value, steps):
     """A float32 value moved ``steps`` ulps."""
-    x = torch.tensor(value, dtype=F32)
-    direction = torch.tensor(math.copysign(math.inf, steps), dtype=F32)
-    for _ in range(abs(steps)):
-        x = torch.nextafter(x, direction)
-    return x.item()
+    return inputs.nudge(torch.tensor([value], dtype=F32), torch.tensor([steps])).item()
 
 
 def parameters(dtype, kind, gen):
@@ -297,19 +285,6 @@ def test_the_measurements_rule_out_the_alternatives():
     assert_same_ints(qa.add(a, *p[:2], b, *p[2:]), expected)
     wrong["other thread count"] = int((qa.add(a, *p[:2], b, *p[2:], threads=1 if threads > 1 else 2) != expected).sum())
     assert all(count > 0 for count in wrong.values()), wrong
-
-
-def test_the_avx2_kernel_in_a_subprocess():
-    """ATEN_CPU_CAPABILITY=avx2 makes torch dispatch its AVX2 kernels, as on an AVX2-only CPU."""
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        pytest.skip("this CPU has no AVX512: torch runs its AVX2 kernels here anyway, which the other tests check")
-    script = Path(__file__).with_name("add_avx2_check.py")
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=script.parent)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "capability: AVX2;" in run.stdout and "mismatches: 0;" in run.stdout, run.stdout
-    assert int(run.stdout.split("with width 64: ")[1].split(";")[0]) > 0, run.stdout
-    COMPARED["elements"] += int(run.stdout.split("compared: ")[1].split(";")[0])
 
 
 def test_torch_refuses_what_qlib_refuses():

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import warnings
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import COMPARED, assert_same_ints, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.ao.nn.intrinsic.quantized import ConvReLU2d
-from torch.ao.nn.quantized import Conv2d
 
 import qlib
 import qlib.quantized_conv as qc
 import qlib.quantized_linear as ql
+from qlib.testing import assert_same_ints
+from qlib.testing import torch_conv2d as torch_conv
+
+# torch's integers here depend on the CPU kind: make unit-avx2 runs these again under the AVX2 kernels
+pytestmark = pytest.mark.cpu_kind
 
 ENGINES = ["x86", "fbgemm"]
 F32 = torch.float32
 TWO_ROUNDINGS = qlib.torch_release() == "2.14"  # the depthwise kernel's per-tensor bias (see qlib.quantized_conv)
-
-
-def torch_conv(x, sx, zx, w, sw, zw, bias, s, z, stride, padding, dilation, groups, relu, engine):
-    """int_repr() of torch's quantized Conv2d (or ConvReLU2d), its weight set while ``engine`` is the engine."""
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out_channels, in_per_group, kh, kw = w.shape
-            qw = quantized_weight(w, sw, zw)
-            module = (ConvReLU2d if relu else Conv2d)(
-                in_per_group * groups, out_channels, (kh, kw), stride, padding, dilation, groups, bias is not None
-            )
-            module.set_weight_bias(qw, bias)
-            module.scale, module.zero_point = s, z
-            return module(torch._make_per_tensor_quantized_tensor(x, sx, zx)).int_repr()
-    finally:
-        torch.backends.quantized.engine = before
 
 
 def pair(v):
@@ -124,7 +101,7 @@ def shapes(kind, choose, integer):
     """A Conv2d's shape of the kind given, its image just large enough for 1 to 7 outputs a side.
 
     ``choose(options)`` picks one of a list, ``integer(lo, hi)`` an int in [lo, hi]: hypothesis's draws in
-    the tests, a seeded generator's in conv_avx2_check.py."""
+    the tests."""
     stride = choose([1, 1, 2, 3, (1, 2), (2, 1)])
     dilation = choose([1, 1, 1, 2, (1, 2)])
     if kind == "groups=1":
@@ -342,20 +319,6 @@ def test_the_groupwise_kernel_s_wrong_group_counts_raise():
         "groupwise (broken)"
     )
     assert qc.conv2d_kernel(12, 12, (3, 3), (1, 1), (1, 1), (1, 1), 3, False, pairs_saturate=False) == "im2col"
-
-
-def test_the_other_kind_of_cpu_in_a_subprocess():
-    """FBGEMM_ENABLE_INSTRUCTIONS=AVX2 makes FBGEMM's GEMM run its saturating kernels on a VNNI CPU."""
-    if not torch.cpu._is_vnni_supported():
-        pytest.skip("this CPU has no AVX512-VNNI: FBGEMM cannot run its VNNI kernels here, only the AVX2 ones")
-    script = Path(__file__).with_name("conv_avx2_check.py")
-    env = {**os.environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=script.parent)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "saturating pairs: True" in run.stdout and "mismatches: 0" in run.stdout, run.stdout
-    for kernel in ("im2col", "pointwise", "groupwise", "depthwise", "oneDNN"):
-        assert f"'{kernel}'" in run.stdout, run.stdout  # every kernel was reached
-    COMPARED["elements"] += int(run.stdout.split("compared: ")[1].split(";")[0])
 
 
 GOOD = dict(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from conftest import assert_same_bits
 from hypothesis import given
 from hypothesis import strategies as st
 from inputs import scales, zero_points
 
 import qlib
 from qlib.ranges import DTYPE_RANGES
+from qlib.testing import assert_same_bits
 
 CODES = {torch.quint8: torch.uint8, torch.qint8: torch.int8, torch.qint32: torch.int32}
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMPARED, assert_same_bits, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.ao.nn.intrinsic.quantized.dynamic import LinearReLU as DynamicLinearReLU
-from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 import qlib.dynamic as qd
+from qlib.testing import COMPARED, assert_same_bits
+from qlib.testing import torch_linear_dynamic as torch_dynamic
+
+# torch's integers here depend on the CPU kind: make unit-avx2 runs these again under the AVX2 kernels
+pytestmark = pytest.mark.cpu_kind
 
 ends = st.one_of(
     st.floats(-10.0, 10.0, width=32),
@@ -33,19 +31,6 @@ def test_choose_qparams_dynamic_matches_torch(a, b, reduce_range):
         q = torch.quantize_per_tensor_dynamic(torch.tensor([lo, hi]), torch.quint8, reduce_range)
     assert qd.choose_qparams_dynamic(lo, hi, reduce_range) == (q.q_scale(), q.q_zero_point()), (lo, hi)
     COMPARED["elements"] += 2
-
-
-def torch_dynamic(x, w, sw, zw, bias, reduce_range, relu):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        n, k = w.shape
-        qw = quantized_weight(w, sw, zw)
-        module = (DynamicLinearReLU if relu else DynamicLinear)(k, n)
-        module.set_weight_bias(qw, bias)
-        if reduce_range:
-            return module(x)
-        op = torch.ops.quantized.linear_relu_dynamic if relu else torch.ops.quantized.linear_dynamic
-        return op(x, module._packed_params._packed_params, False)
 
 
 @given(
@@ -98,17 +83,6 @@ def test_a_rows_output_depends_on_the_rest_of_the_batch():
     assert not torch.equal(alone, in_batch)
     assert_same_bits(alone, torch_dynamic(x[:1], w, 0.01, 0, None, True, False))
     assert_same_bits(in_batch, torch_dynamic(x, w, 0.01, 0, None, True, False)[:1])
-
-
-def test_the_other_kind_of_cpu_in_a_subprocess():
-    if not torch.cpu._is_vnni_supported():
-        pytest.skip("this CPU has no AVX512-VNNI: FBGEMM cannot run its VNNI kernels here, only the AVX2 ones")
-    script = Path(__file__).with_name("dynamic_avx2_check.py")
-    env = {**os.environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=script.parent)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "saturating pairs: True" in run.stdout and "mismatches: 0" in run.stdout, run.stdout
-    COMPARED["elements"] += int(run.stdout.split("compared: ")[1].split(";")[0])
 
 
 @pytest.mark.parametrize(

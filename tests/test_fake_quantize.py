@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from conftest import assert_same_bits
 from hypothesis import given
 from hypothesis import strategies as st
 from inputs import f32, mixed_values, scales
 
 import qlib
+from qlib.testing import assert_same_bits
 
 RANGES = st.sampled_from([(0, 255), (-128, 127), (0, 127), (-64, 63), (0, 15), (-8, 7), (0, 1), (-(2**31), 2**31 - 1)])
 

@@ -7,13 +7,14 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_same_bits, assert_same_ints, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inputs import examples
 from torch.ao.quantization import observer as tobs
 
 import qlib.histogram as qh
 import qlib.observers as qobs
+from qlib.testing import assert_same_bits, assert_same_ints
 
 # The forum thread's input (/work/shared/seed/forum-thread.txt), as the user printed it.
 FORUM_INPUT = [

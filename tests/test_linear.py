@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import COMPARED, assert_same_ints, quantized_weight
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.ao.nn.intrinsic.quantized import LinearReLU
-from torch.ao.nn.quantized import Linear
 
 import qlib.quantized_linear as ql
+from qlib.testing import assert_same_ints, torch_linear
+
+# torch's integers here depend on the CPU kind: make unit-avx2 runs these again under the AVX2 kernels
+pytestmark = pytest.mark.cpu_kind
 
 ENGINES = ["x86", "fbgemm"]
-
-
-def torch_linear(x, sx, zx, w, sw, zw, bias, s, z, relu, engine):
-    """int_repr() of torch's quantized Linear (or LinearReLU) on the given engine."""
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            n, k = w.shape
-            qw = quantized_weight(w, sw, zw)
-            module = (LinearReLU if relu else Linear)(k, n)
-            module.set_weight_bias(qw, bias)
-            module.scale, module.zero_point = s, z
-            return module(torch._make_per_tensor_quantized_tensor(x, sx, zx)).int_repr()
-    finally:
-        torch.backends.quantized.engine = before
 
 
 def near_tie_biases(x, sx, zx, w, sw, zw, s, per_channel, gen):
@@ -146,18 +126,6 @@ def test_the_two_kinds_of_cpu_differ_where_pairs_saturate():
     assert ql.int_matmul(x, w, True).item() == -65536 and ql.int_matmul(x, w, False).item() == -130560
     expected = torch_linear(x, 0.01, 0, w, 0.01, 0, None, 20.0, 128, False, "x86")
     assert_same_ints(ql.linear(x, 0.01, 0, w, 0.01, 0, None, 20.0, 128), expected)
-
-
-def test_the_other_kind_of_cpu_in_a_subprocess():
-    """FBGEMM_ENABLE_INSTRUCTIONS=AVX2 makes FBGEMM run its saturating kernels on a VNNI CPU."""
-    if not torch.cpu._is_vnni_supported():
-        pytest.skip("this CPU has no AVX512-VNNI: FBGEMM cannot run its VNNI kernels here, only the AVX2 ones")
-    script = Path(__file__).with_name("linear_avx2_check.py")
-    env = {**os.environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=script.parent)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "saturating pairs: True" in run.stdout and "mismatches: 0" in run.stdout, run.stdout
-    COMPARED["elements"] += int(run.stdout.split("compared: ")[1].split(";")[0])
 
 
 def qnnpack_case(kind, m, k, n, per_channel, relu, seed):
@@ -434,3 +402,11 @@ def test_qnnpack_refuses_a_subnormal_multiplier_as_torch_does():
 def test_bad_input(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def test_pairs_saturate_here_follows_fbgemms_instruction_set():
+    """Under make unit-avx2 (FBGEMM_ENABLE_INSTRUCTIONS=AVX2) FBGEMM saturates pairs on every CPU, and qlib says so."""
+    if os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS") == "AVX2":
+        assert ql.pairs_saturate_here()
+    else:
+        assert ql.pairs_saturate_here() == (not torch.cpu._is_vnni_supported())

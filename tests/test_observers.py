@@ -7,12 +7,13 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_same_bits, assert_same_ints, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inputs import examples
 from torch.ao.quantization import observer as tobs
 
 import qlib.observers as qobs
+from qlib.testing import assert_same_bits, assert_same_ints
 
 KINDS = ("normal", "heavy", "positive", "negative", "constant", "zeros", "tiny", "huge")
 

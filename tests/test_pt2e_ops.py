@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
-from conftest import assert_same_bits, assert_same_ints, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inputs import mixed_values, nudge, scales
+from inputs import examples, mixed_values, nudge, scales
 
 import qlib
-from qlib.pt2e_ops import PT2E_DTYPES, dequantize_pt2e, quantize_pt2e, reciprocal
+from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e, reciprocal
 from qlib.ranges import DTYPE_RANGES
+from qlib.ranges import PLAIN_DTYPES as PT2E_DTYPES
+from qlib.testing import assert_same_bits, assert_same_ints
 
 OPS = torch.ops.quantized_decomposed
 F32 = torch.float32

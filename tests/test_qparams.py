@@ -6,12 +6,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import COMPARED
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 import qlib
+from qlib.testing import COMPARED
 
 OBSERVER_DTYPES = [
     torch.quint8,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_ints
 from hypothesis import given
 from hypothesis import strategies as st
 from inputs import mixed_values, near_ties, reciprocal32, scales, zero_points
 
 import qlib
-from qlib.quant import fma_float32
+from qlib.numerics import fma_float32
 from qlib.ranges import DTYPE_RANGES
+from qlib.testing import assert_same_ints
 
 PER_TENSOR = [torch.quint8, torch.qint8, torch.qint32]
 SUB_BYTE_BITS = {torch.quint4x2: 4, torch.quint2x4: 2}

@@ -204,6 +204,10 @@ def operations(name: str) -> list[tuple]:
             call(torch.qint8, reduce_range=True)
             call(torch.qint32, reduce_range=True)
             call(torch.float32)
+    elif name == "relu":
+        call(torch.arange(256, dtype=torch.uint8), 128)
+        call(torch.arange(-128, 128, dtype=torch.int8), -3)
+        call(torch.tensor([1.0]), 0)
     elif name == "float32_reciprocal":
         for scale in SCALES:
             call(scale)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_bits, assert_same_ints
 from hypothesis import given
 from hypothesis import strategies as st
 from inputs import nudge
 
 from qlib.ranges import DTYPE_RANGES
+from qlib.ranges import PLAIN_DTYPES as AFFINE_DTYPES
+from qlib.testing import assert_same_bits, assert_same_ints
 from qlib.torchao_primitives import (
-    AFFINE_DTYPES,
     block_shape,
     choose_qparams_affine,
     dequantize_affine,
