@@ -128,6 +128,7 @@ def int_range(
     for name, value in (("quant_min", quant_min), ("quant_max", quant_max)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    assert isinstance(quant_min, int) and isinstance(quant_max, int)  # the loop above raised otherwise
     below = "<" if distinct else "<="
     ok = lo <= quant_min <= quant_max <= hi and (quant_min < quant_max or not distinct)
     rule = f"{lo} <= quant_min {below} quant_max <= {hi}"

@@ -53,6 +53,9 @@ def dequantize(
     qmin, qmax = STORAGE_RANGES[q.dtype]
     if q.dtype == torch.int64 and q.numel() and (q.min() < qmin or q.max() > qmax):
         raise ValueError(f"q holds int64 codes outside the int32 range [{qmin}, {qmax}]")
+    # Python numbers per tensor, tensors per channel
+    s: float | torch.Tensor
+    z: int | torch.Tensor
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, qmin, qmax)

@@ -59,6 +59,9 @@ def fake_quantize(
     checks.no_nan(x, "x")
     torch_release(release)  # the same arithmetic in every supported release
 
+    # Python numbers per tensor, tensors per channel
+    z: int | torch.Tensor
+    inv: float | torch.Tensor
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, quant_min, quant_max)
@@ -79,6 +82,7 @@ def fake_quantize(
     else:
         # The per-channel kernel converts to int64 before clamping: values
         # beyond ±2**63 (and ±inf) overflow to INT64_MIN, then clamp to quant_min.
+        assert isinstance(z, torch.Tensor)  # per channel, as set above
         v = rounded + z.float()
         v = torch.where(v.abs() < 2.0**63, v, -(2.0**63))
         q = v.long().clamp_(quant_min, quant_max)

@@ -24,6 +24,7 @@ import html
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -58,7 +59,8 @@ class Activation:
         """The float32 values the codes stand for (the values themselves for a float result)."""
         if self.scale is None:
             return self.codes
-        return dequantize(self.codes, self.scale, self.zero_point)
+        # zero_point comes with scale (None with it only for a float result); dequantize checks it
+        return dequantize(self.codes, self.scale, cast(int, self.zero_point))
 
 
 @dataclass
@@ -202,7 +204,7 @@ def _refuse_unmodelled(name: str, namer: _Namer, quantized: bool) -> None:
 def _activation(step: _Step, value: object) -> Activation:
     if isinstance(value, torch.Tensor) and value.is_quantized:
         return Activation(step.name, step.op, value.int_repr(), value.q_scale(), value.q_zero_point())
-    return Activation(step.name, step.op, value, None, None)
+    return Activation(step.name, step.op, cast(torch.Tensor, value), None, None)  # a float result
 
 
 def _check_converted(model: torch.nn.Module) -> None:
@@ -340,7 +342,8 @@ class Comparison:
         head, body = self._rows()
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
-        return "\n".join(lines + ([self._note()] if self._note() else []))
+        note = self._note()
+        return "\n".join(lines + ([note] if note else []))
 
     __repr__ = __str__
 
@@ -348,8 +351,9 @@ class Comparison:
         head, body = self._rows()
         rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
         rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
-        note = f"<p>{html.escape(self._note())}</p>" if self._note() else ""
-        return '<table class="qlib-report">' + "".join(rows) + "</table>" + note
+        note = self._note()
+        note_html = f"<p>{html.escape(note)}</p>" if note else ""
+        return '<table class="qlib-report">' + "".join(rows) + "</table>" + note_html
 
     def plot(self, ax=None):
         """A bar chart of SQNR (dB) by layer; returns the matplotlib Axes."""

@@ -272,8 +272,8 @@ class Report:
             for row, cells in zip(self.rows, body, strict=False):
                 lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
                 lines.extend(textwrap.wrap(row.proof, WIDTH, initial_indent="    ", subsequent_indent="    "))
-            if self._more():
-                lines.append(self._more())
+            if more := self._more():
+                lines.append(more)
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -290,8 +290,8 @@ class Report:
                 parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
                 parts.append(f'<tr class="proof"><td colspan="{len(head)}">{html.escape(row.proof)}</td></tr>')
             parts.append("</tbody></table>")
-            if self._more():
-                parts.append(f"<p>{html.escape(self._more())}</p>")
+            if more := self._more():
+                parts.append(f"<p>{html.escape(more)}</p>")
         return "\n".join(parts)
 
 
@@ -366,6 +366,9 @@ def explain(
     recomputed = _recompute(x, scale, zero_point, dtype, axis, release, kernel, qmin, qmax)
 
     clamp = f"codes {qmin}..{qmax}" if (qmin, qmax) == (lo, hi) else f"clamped to {qmin}..{qmax}"
+    # Python numbers per tensor, tensors per channel
+    s: float | torch.Tensor
+    z: int | torch.Tensor
     if axis is None:
         s, z = checks.scale_value(scale), checks.zero_point_value(zero_point, lo, hi)
         setting = f"{_name(dtype)}, scale {s!r}, zero point {z}, {clamp}"
@@ -422,10 +425,10 @@ def _clamp_range(kernel: str, dtype: torch.dtype, quant_min: object, quant_max: 
 
 def _recompute(
     x: torch.Tensor,
-    scale: object,
-    zero_point: object,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
     dtype: torch.dtype,
-    axis: object,
+    axis: int | None,
     release: str,
     kernel: str,
     qmin: int,
@@ -448,6 +451,7 @@ def _recompute(
     axis = checks.axis_value(axis, x.dim())
     block = tuple(1 if i == axis else size for i, size in enumerate(x.shape))
     checks.channel_zero_points(zero_point, x.shape[axis], axis, *DTYPE_RANGES[dtype])
+    assert isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor)  # both checked above
     return quantize_affine(x, block, scale, zero_point, dtype, qmin, qmax).long()
 
 
@@ -481,11 +485,11 @@ def _manual_values(manual: object, shape: torch.Size) -> torch.Tensor:
 def _reference_values(
     reference: object,
     shape: torch.Size,
-    scale: object,
-    zero_point: object,
-    dtype: object,
-    axis: object,
-) -> tuple[torch.Tensor, object, object, torch.dtype, object]:
+    scale: float | torch.Tensor | None,
+    zero_point: int | torch.Tensor | None,
+    dtype: torch.dtype | None,
+    axis: int | None,
+) -> tuple[torch.Tensor, float | torch.Tensor, int | torch.Tensor, torch.dtype, int | None]:
     """PyTorch's codes as int64, with scale, zero point, dtype and axis filled in from a quantized reference."""
     if isinstance(reference, torch.Tensor) and reference.is_quantized:
         reference, scale, zero_point, dtype, axis = _read_quantized(reference, scale, zero_point, dtype, axis)
@@ -495,13 +499,14 @@ def _reference_values(
             "tensor (the dequantized output?)"
         )
     else:
-        checks.integer_tensor(reference, "reference")
+        reference = checks.integer_tensor(reference, "reference")
         for name, value in (("scale", scale), ("zero_point", zero_point), ("dtype", dtype)):
             if value is None:
                 raise ValueError(
                     f"{name} is required when reference is an integer tensor ({reference.dtype}); got None. "
                     "Pass it, or pass the quantized tensor itself as reference"
                 )
+        assert scale is not None and zero_point is not None  # the loop above raised otherwise
     if not isinstance(dtype, torch.dtype) or dtype not in CODE_DTYPES:
         allowed = ", ".join(str(d) for d in CODE_DTYPES)
         raise TypeError(f"dtype must be one of {allowed}; got {dtype!r}")
@@ -524,9 +529,14 @@ def _reference_values(
     return codes, scale, zero_point, dtype, axis
 
 
-def _read_quantized(q: torch.Tensor, scale: object, zero_point: object, dtype: object, axis: object) -> tuple:
+def _read_quantized(
+    q: torch.Tensor, scale: object, zero_point: object, dtype: object, axis: object
+) -> tuple[torch.Tensor, float | torch.Tensor, int | torch.Tensor, torch.dtype, int | None]:
     """Codes and parameters of a quantized tensor; given parameters must agree with its own."""
     scheme = q.qscheme()
+    own_scale: float | torch.Tensor
+    own_zero_point: int | torch.Tensor
+    own_axis: int | None
     if scheme == torch.per_tensor_affine:
         own_scale, own_zero_point, own_axis = q.q_scale(), q.q_zero_point(), None
     elif scheme == torch.per_channel_affine:
@@ -543,8 +553,8 @@ def _read_quantized(q: torch.Tensor, scale: object, zero_point: object, dtype: o
             continue
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(own[name], torch.Tensor):
             value = value.item()
-        if isinstance(value, torch.Tensor) and isinstance(own[name], torch.Tensor):
-            same = value.shape == own[name].shape and torch.equal(value.double(), own[name].double())
+        if isinstance(value, torch.Tensor) and isinstance(theirs := own[name], torch.Tensor):
+            same = value.shape == theirs.shape and torch.equal(value.double(), theirs.double())
         elif isinstance(value, torch.Tensor) or isinstance(own[name], torch.Tensor):
             same = False
         else:
@@ -579,6 +589,7 @@ def _arithmetic(
     """
     before = (path not in ("after", "pt2e")) != ("order" in variant)
     if path == "pt2e" and "float64" not in variant and "division" not in variant:
+        assert isinstance(scale, float)  # the pt2e path is per tensor: scale is checks.scale_value's float
         t = x * (
             float32_reciprocal(scale) if variant == ATEN_RECIPROCAL else reciprocal(scale)
         )  # float32 times a float32 factor
@@ -726,6 +737,7 @@ def _row(
         manual_rule, manual_input = None, None
         reference_rule, reference_input = torch_rule, torch_input
     elif cause in ("clamp_low", "clamp_high", "wraparound"):
+        assert variant is not None  # only "unexplained" comes without one
         unclamped = _number(arith[variant][1][k].item())
         manual_rule, manual_input = _rule(variant, path) + ", no clamp", arith[variant][0][k].item()
         reference_rule, reference_input = torch_rule + f", clamped to [{qmin}, {qmax}]", torch_input
@@ -734,9 +746,11 @@ def _row(
         elif cause == "clamp_high":
             proof = f"unclamped {unclamped} > qmax {qmax}; torch clamps to {qmax}"
         else:
+            assert wrap is not None  # every "wraparound" names its wrap
             name, modulus, _ = wrap
             proof = f"unclamped {unclamped} cast to {name} without clamp wraps (mod {modulus}) to {mk}; torch clamps to {rk}"
     else:
+        assert variant is not None  # only "unexplained" comes without one
         unclamped = _number(arith[variant][1][k].item())
         manual_rule, manual_input = _rule(variant, path), arith[variant][0][k].item()
         reference_rule, reference_input = _rule(other, path), arith[other][0][k].item()

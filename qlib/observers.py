@@ -129,7 +129,7 @@ class MinMaxObserver:
     (tensor([0.0118]), tensor([85], dtype=torch.int32))
     """
 
-    qschemes = PER_TENSOR_QSCHEMES
+    qschemes: tuple[torch.qscheme, ...] = PER_TENSOR_QSCHEMES
 
     def __init__(
         self,

@@ -96,6 +96,10 @@ def quantize_pt2e(
     checks.float32_tensor(x, "x")
     checks.no_nan(x, "x")
     check_quant_range(quant_min, quant_max, dtype)
+    # Python numbers per tensor, tensors per channel
+    s: float | torch.Tensor
+    z: int | torch.Tensor
+    inv: float | torch.Tensor
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, *DTYPE_RANGES[dtype])
@@ -135,6 +139,7 @@ def dequantize_pt2e(
     """
     checks.integer_tensor(q, "q")
     qmin, qmax = DTYPE_RANGES.get(q.dtype, (INT32_MIN, INT32_MAX))
+    s: float | torch.Tensor  # a Python float per tensor, a tensor per channel
     if axis is None:
         s = checks.scale_value(scale)
         if zero_point is None:
@@ -148,6 +153,7 @@ def dequantize_pt2e(
     if zero_point is None:
         return (q * s.view(shape)).float()
     checks.channel_zero_points(zero_point, n, axis, qmin, qmax)
+    assert isinstance(zero_point, torch.Tensor)  # channel_zero_points raised otherwise
     # the difference in the promoted integer dtype (int64 with convert_pt2e's zero points), then the scales' dtype
     return ((q - zero_point.view(shape)) * s.view(shape)).float()
 

@@ -33,6 +33,7 @@ Where the scale and zero point come from is what distinguishes the two modules:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -179,6 +180,7 @@ def fake_quantize_mask(
         lo, hi = torch.tensor(quant_min, dtype=torch.float32), torch.tensor(quant_max, dtype=torch.float32)
         return out, (code >= lo) & (code <= hi)
     axis = checks.axis_value(axis, x.dim())
+    assert isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor)  # fake_quantize checked them
     shape = checks.channel_shape(x.dim(), axis)
     inv = 1.0 / scale.float().view(shape)
     code = torch.round(x * inv) + zero_point.view(shape).float()
@@ -420,7 +422,8 @@ class FakeQuantize:
         if self.qscheme == torch.per_channel_affine_float_qparams:
             raise ValueError("qscheme torch.per_channel_affine_float_qparams (float zero points) is not modelled")
         self.is_per_channel = self.qscheme in (torch.per_channel_affine, torch.per_channel_symmetric)
-        self.ch_axis = self.observer.ch_axis if self.is_per_channel else -1
+        # a per-channel qscheme is a PerChannelMinMaxObserver's (or its moving-average subclass's)
+        self.ch_axis = cast(PerChannelMinMaxObserver, self.observer).ch_axis if self.is_per_channel else -1
         self.symmetric = self.qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
         self.fused = bool(fused)
         self.release = release
@@ -496,7 +499,8 @@ class FakeQuantize:
         )
 
     def _fused_observe(self, x: torch.Tensor) -> None:
-        obs = self.observer
+        # fused=True takes only FUSED_OBSERVERS (checked in __init__)
+        obs = cast(MovingAverageMinMaxObserver | MovingAveragePerChannelMinMaxObserver, self.observer)
         if self.is_per_channel:
             if x.dim() < 2:
                 raise ValueError(

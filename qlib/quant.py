@@ -38,6 +38,8 @@ time, in ``src/QuantUtils.cc``); elsewhere FBGEMM falls back to its scalar
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from qlib import checks
@@ -129,6 +131,10 @@ def quantize(
     checks.no_nan(x, "x")
     qmin, qmax = DTYPE_RANGES[dtype]
 
+    # Python numbers per tensor, tensors per channel
+    s: float | torch.Tensor
+    z: int | torch.Tensor
+    inv: float | torch.Tensor
     if axis is None:
         s = checks.scale_value(scale)
         z = checks.zero_point_value(zero_point, qmin, qmax)
@@ -220,6 +226,7 @@ def _quantize_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
     if isinstance(x, (list, tuple)):
         raise ValueError("qlib models quantize_per_tensor of one tensor, not a list of them")
     scale = scale.item() if isinstance(scale, torch.Tensor) else scale
-    zero_point = zero_point.item() if isinstance(zero_point, torch.Tensor) else zero_point
+    # the op's zero point is an integer (torch's stub types .item() as int | float | bool)
+    zero_point = cast(int, zero_point.item()) if isinstance(zero_point, torch.Tensor) else zero_point
     codes = quantize(x, scale, zero_point, dtype, release=settings.release)
     return quantized(codes, scale, zero_point, dtype)

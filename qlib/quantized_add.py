@@ -59,6 +59,7 @@ All of this holds, and was measured element by element, for torch 2.13.0 and 2.1
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -236,7 +237,8 @@ def iteration_order(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int
         walk[d] = math.prod(dims[:k])
     if resize:  # the resized output is dense in the iteration order
         strides[0] = [walk[d] for d in range(len(shape))]
-    dims, merged = _coalesce(dims, [[st[d] for d in perm] for st in strides])
+    filled = cast(list[list[int]], strides)  # the output's strides are known now, resized or not
+    dims, merged = _coalesce(dims, [[st[d] for d in perm] for st in filled])
     inner = [st[0] if st else 0 for st in merged]
     vectorizes = inner in ([1, 1, 1], [1, 0, 1], [1, 1, 0])
     row = dims[0] if len(dims) >= 2 else math.prod(shape)
@@ -378,6 +380,7 @@ def _check_codes(a: object, b: object) -> torch.dtype:
                 f"{name} must be a tensor of integer codes: torch.uint8 (quint8), torch.int8 (qint8) or "
                 f"torch.int32 (qint32), the dtypes quantized::add supports; got {got}"
             )
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)  # the loop above raised otherwise
     if a.dtype != b.dtype:
         raise TypeError(
             f"a and b must hold codes of one dtype (torch: 'Add operands should have same data type'); "

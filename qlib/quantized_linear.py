@@ -41,6 +41,7 @@ The same arithmetic in torch 2.13 and 2.14, for every engine (measured on both).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -361,7 +362,7 @@ def linear(
     return codes.reshape(*x.shape[:-1], n)
 
 
-def weight_of(packed: object) -> tuple:
+def weight_of(packed: Any) -> tuple:
     """``(codes, scale, zero point, bias)`` of a packed quantized weight, per tensor or per output channel."""
     weight, bias = packed.unpack()
     if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):

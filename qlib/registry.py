@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ class Settings:
     release: str | None = None
 
 
-Compute = Callable[[tuple, dict, Settings], object]
+Compute = Callable[[tuple, dict, Settings], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def supported() -> list[str]:
     return [f"{row.op} ({row.function})" for row in sorted(OPERATORS.values(), key=lambda row: row.op)]
 
 
-def packed_backend(packed: object) -> str:
+def packed_backend(packed: Any) -> str:
     """The engine a quantized Conv's or Linear's packed weight was packed for: ``"fbgemm"``, ``"onednn"`` or
     ``"qnnpack"``.
 

@@ -17,6 +17,7 @@ import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import qlib
 
@@ -98,6 +99,7 @@ def _home_module(name: str) -> str:
     init = ast.parse(Path(qlib.__file__).read_text())
     for node in init.body:
         if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            assert node.module is not None  # qlib/__init__.py imports absolutely, from qlib.<module>
             return node.module.removeprefix("qlib.")
     raise ValueError(f"qlib/__init__.py does not import {name}")
 
@@ -152,7 +154,7 @@ def _module_imports(tree: ast.Module) -> tuple[dict[str, str], dict[str, tuple[s
             continue
         if isinstance(node, ast.ImportFrom) and node.module == "qlib":
             modules.update({alias.asname or alias.name: alias.name for alias in node.names})
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qlib."):
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.module.startswith("qlib."):
             for alias in node.names:
                 names[alias.asname or alias.name] = (node.module.removeprefix("qlib."), alias.name)
         elif isinstance(node, ast.ImportFrom):
@@ -188,7 +190,7 @@ def _defined(node: ast.stmt) -> tuple[str, ...]:
     if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
         return (node.name,)
     if isinstance(node, ast.Assign):
-        names = []
+        names: list[str] = []
         for target in node.targets:
             elements = target.elts if isinstance(target, ast.Tuple) else [target]
             names.extend(e.id for e in elements if isinstance(e, ast.Name))
@@ -263,8 +265,8 @@ def _source_with_comments(node: ast.stmt, lines: list[str], modules: set[str]) -
     end = node.end_lineno
     text_lines = lines[first:end]
     cuts = sorted(
-        (
-            (n.value.lineno - 1 - first, n.value.col_offset, n.value.end_col_offset + 1)
+        (  # ast.parse gives every node its end column (typeshed allows None for hand-made nodes)
+            (n.value.lineno - 1 - first, n.value.col_offset, cast(int, n.value.end_col_offset) + 1)
             for n in ast.walk(node)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules
         ),

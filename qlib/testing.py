@@ -15,6 +15,8 @@ import subprocess
 import sys
 import warnings
 from collections import Counter
+from types import TracebackType
+from typing import cast
 
 import torch
 
@@ -85,9 +87,10 @@ def quantized_weight(codes: torch.Tensor, scale: float | torch.Tensor, zero_poin
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if isinstance(scale, torch.Tensor):
-            return torch._make_per_channel_quantized_tensor(codes, scale.double(), zero_point.long(), 0)
-        return torch._make_per_tensor_quantized_tensor(codes, scale, zero_point)
+        if isinstance(scale, torch.Tensor):  # per channel: the zero points are a tensor too
+            zero_points = cast(torch.Tensor, zero_point)
+            return torch._make_per_channel_quantized_tensor(codes, scale.double(), zero_points.long(), 0)
+        return torch._make_per_tensor_quantized_tensor(codes, scale, cast(int, zero_point))
 
 
 class _Engine:
@@ -103,8 +106,10 @@ class _Engine:
         self.warnings.__enter__()
         warnings.simplefilter("ignore")
 
-    def __exit__(self, *exc: object) -> None:
-        self.warnings.__exit__(*exc)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.warnings.__exit__(exc_type, exc, traceback)
         torch.backends.quantized.engine = self.before
 
 
@@ -194,8 +199,8 @@ def torch_add(
     """``int_repr()`` of ``torch.ops.quantized.add`` (``relu``: ``add_relu``) on tensors with codes ``a``, ``b``.
 
     >>> one = torch.tensor([1], dtype=torch.uint8)
-    >>> torch_add(one, 0.5, 0, one, 1.0, 1, 1.0, 1)
-    tensor([1], dtype=torch.uint8)
+    >>> torch_add(one, 0.5, 0, one, 1.0, 0, 0.5, 0)
+    tensor([3], dtype=torch.uint8)
     """
     op = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
     with warnings.catch_warnings():
