@@ -47,6 +47,10 @@ def read_requirements(path: Path) -> tuple[dict[str, Requirement], list[str]]:
         line = raw.split(" #")[0].strip()
         if not line or line.startswith("#"):
             continue
+        if line.startswith("-r "):  # an included file
+            included, _ = read_requirements(path.parent / line.removeprefix("-r ").strip())
+            reqs.update(included)
+            continue
         if line.startswith("-"):
             options.append(line)
             continue
