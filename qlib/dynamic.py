@@ -34,7 +34,8 @@ import torch
 from qlib import checks
 from qlib.numerics import FBGEMM_SMALL_SCALE, float32, fma_float32
 from qlib.quant import quantize
-from qlib.quantized_linear import checked_bias, int_matmul, pairs_saturate_here, weight_qparams
+from qlib.quantized_linear import checked_bias, int_matmul, pairs_saturate_here, weight_of, weight_qparams
+from qlib.registry import Settings, packed_backend, register
 from qlib.releases import torch_release
 
 
@@ -157,3 +158,39 @@ def _finite_end(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
     return float32(value)
+
+
+def _linear_dynamic_call(args: tuple, kwargs: dict, settings: Settings, relu: bool) -> torch.Tensor:
+    x, packed = args[0], args[1]
+    reduce_range = args[2] if len(args) > 2 else kwargs.get("reduce_range", False)
+    backend = packed_backend(packed)
+    if backend != "fbgemm":
+        raise ValueError(
+            f"this dynamic Linear's weight was packed for {backend}; qlib models the x86 and fbgemm engines' "
+            "dynamic Linear (FBGEMM)"
+        )
+    weight, weight_scale, weight_zero_point, bias = weight_of(packed)
+    return linear_dynamic(
+        x, weight, weight_scale, weight_zero_point, bias, reduce_range, relu,
+        pairs_saturate=settings.pairs_saturate, release=settings.release,
+    )  # fmt: skip
+
+
+@register(
+    "quantized::linear_dynamic",
+    function="qlib.linear_dynamic",
+    modules=("torch.ao.nn.quantized.dynamic.Linear",),
+    on_float=True,
+)
+def _linear_dynamic_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _linear_dynamic_call(args, kwargs, settings, relu=False)
+
+
+@register(
+    "quantized::linear_relu_dynamic",
+    function="qlib.linear_dynamic",
+    modules=("torch.ao.nn.intrinsic.quantized.dynamic.LinearReLU",),
+    on_float=True,
+)
+def _linear_relu_dynamic_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    return _linear_dynamic_call(args, kwargs, settings, relu=True)

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 # the operator modules register their ops when imported
-from qlib import activations, quant, quantized_add, quantized_conv, quantized_linear  # noqa: F401
+from qlib import activations, dynamic, pt2e_ops, quant, quantized_add, quantized_conv, quantized_linear  # noqa: F401
 from qlib.dequant import dequantize
 from qlib.registry import LAYOUT_OPS, OPERATORS, Settings, op_name, supported
 
@@ -91,6 +91,7 @@ class _Step:
     ours: object
     theirs: object = None
     owned: bool = False  # named after a module (or a FloatFunctional), not after the op
+    qparams: tuple[float, int] | None = None  # the scale and zero point of plain integer codes (PT2E)
 
     def result(self) -> object:
         return self.theirs if self.theirs is not None else self.ours
@@ -108,6 +109,7 @@ class _Namer:
     def __init__(self, model: torch.nn.Module) -> None:
         self.stack: list[tuple[str, torch.nn.Module]] = []
         self.steps: list[_Step] = []
+        self.node: torch.fx.Node | None = None  # the graph node running, in a PT2E model
         self.hooks = []
         for path, module in model.named_modules():
             self.hooks.append(module.register_forward_pre_hook(lambda m, i, path=path: self.stack.append((path, m))))
@@ -124,6 +126,11 @@ class _Namer:
             step.name, step.op, step.owned = path, type(module).__name__, True
 
     def add(self, op: str, ours: object, theirs: object = None) -> _Step:
+        if self.node is not None:
+            name, owned = _node_step_name(self.node)
+            step = _Step(name, op, name if owned else "", ours, theirs, owned)
+            self.steps.append(step)
+            return step
         path = self.stack[-1][0] if self.stack else ""
         step = _Step(f"{path}.{op}" if path else op, op, path, ours, theirs)
         self.steps.append(step)
@@ -138,6 +145,44 @@ class _Namer:
             if seen[step.name] > 1:
                 step.name = f"{step.name}#{seen[step.name]}"
         return self.steps
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    """The module a PT2E graph node came from (torch.export records it), or ""."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _node_step_name(node: torch.fx.Node) -> tuple[str, bool]:
+    """A PT2E q/dq node's step name, and whether it names a module: a quantize node is named after the
+    module whose output it quantizes (``conv``), a weight's dequantize after its user (``conv.weight``)."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, torch.fx.Node):
+        return node.name, False
+    if "dequantize" not in str(node.target):
+        if source.op == "placeholder":
+            return source.name, True
+        path = _module_path(source)
+        return (path, True) if path else (node.name, False)
+    if source.op == "get_attr":
+        users = [_module_path(user) for user in node.users]
+        return (f"{users[0]}.weight", False) if users and users[0] else (node.name, False)
+    return node.name, False
+
+
+class _GraphRunner(torch.fx.Interpreter):
+    """Runs a GraphModule node by node, telling the namer which node is running."""
+
+    def __init__(self, model: torch.fx.GraphModule, namer: _Namer) -> None:
+        super().__init__(model)
+        self.namer = namer
+
+    def run_node(self, n: torch.fx.Node) -> object:
+        self.namer.node = n
+        try:
+            return super().run_node(n)
+        finally:
+            self.namer.node = None
 
 
 class _Watch(TorchDispatchMode):
@@ -169,14 +214,15 @@ class _Watch(TorchDispatchMode):
         except Exception as error:
             where = _where(self.namer)
             raise type(error)(f"qlib.run: {where}, torch op {name} ({row.function}): {error}") from error
+        qparams = row.qparams(args) if row.qparams is not None else None
         if self.keep_torch:
             theirs = func(*args, **kwargs)
-            self.namer.add(short, ours, theirs)
+            self.namer.add(short, ours, theirs).qparams = qparams
             return theirs
         if name.endswith("_") and isinstance(args[0], torch.Tensor):  # in place, as torch's relu_
             args[0].copy_(ours)
             ours = args[0]
-        self.namer.add(short, ours)
+        self.namer.add(short, ours).qparams = qparams
         return ours
 
 
@@ -204,6 +250,8 @@ def _refuse_unmodelled(name: str, namer: _Namer, quantized: bool) -> None:
 def _activation(step: _Step, value: object) -> Activation:
     if isinstance(value, torch.Tensor) and value.is_quantized:
         return Activation(step.name, step.op, value.int_repr(), value.q_scale(), value.q_zero_point())
+    if step.qparams is not None and isinstance(value, torch.Tensor) and not value.is_floating_point():
+        return Activation(step.name, step.op, value, *step.qparams)
     return Activation(step.name, step.op, cast(torch.Tensor, value), None, None)  # a float result
 
 
@@ -221,9 +269,18 @@ def _watch(model, x, settings: Settings, keep_torch: bool) -> tuple[list[_Step],
     _check_converted(model)
     namer = _Namer(model)
     watch = _Watch(namer, settings, keep_torch)
+    graph = isinstance(model, torch.fx.GraphModule)
     try:
         with torch.no_grad(), watch:
-            returned = model(x)
+            returned = _GraphRunner(model, namer).run(x) if graph else model(x)
+    except AttributeError as error:
+        if "'function' object has no attribute" in str(error) and "mha" not in str(error):
+            raise ValueError(
+                f"the model's own forward failed in torch ({error}): torch's Transformer fast path reads "
+                "each Linear's .weight, a method on dynamically quantized Linear modules. Call "
+                "torch.backends.mha.set_fastpath_enabled(False) first (torch fails the same way without qlib)"
+            ) from error
+        raise
     finally:
         steps = namer.finish()
     if watch.modelled == 0:
@@ -403,15 +460,16 @@ def compare(
     """
     steps, _ = _watch(quantized_model, x, Settings(pairs_saturate, release), keep_torch=True)
     float_out = _capture(float_model, x)
+    if isinstance(quantized_model, torch.fx.GraphModule):  # PT2E: the input's quantize against the input
+        inputs = [node.name for node in quantized_model.graph.nodes if node.op == "placeholder"]
+        float_out.update({name: [x] for name in inputs[:1]})
     layers, unmatched = [], []
     for step in steps:
         ours, theirs = _activation(step, step.ours), _activation(step, step.theirs)
-        if ours.scale is None:
-            continue  # a float result (DeQuantize): the model's output, compared by the reader
         reference = _reference(float_out, step)
-        mismatches = int((ours.codes != theirs.codes).sum())
-        if (ours.scale, ours.zero_point) != (theirs.scale, theirs.zero_point):
-            mismatches = ours.codes.numel()
+        mismatches = _differ(ours, theirs)
+        if step.op.startswith("dequantize_per") and mismatches == 0:
+            continue  # PT2E's many dequantize nodes: shown only where they differ
         sqnr, max_error = math.nan, math.nan
         if reference is None and step.owned:  # a module with no twin in the float model
             unmatched.append(step.name)
@@ -428,6 +486,18 @@ def compare(
             )
         )  # fmt: skip
     return Comparison(layers, unmatched)
+
+
+def _differ(ours: Activation, theirs: Activation) -> int:
+    """How many of two steps' results differ: codes (all, if the scale or zero point does), or float32 bits."""
+    if ours.scale is None:  # a float result (DeQuantize, a dynamic Linear): bit for bit
+        if ours.codes.dtype != theirs.codes.dtype or ours.codes.shape != theirs.codes.shape:
+            return theirs.codes.numel()
+        as_bits = torch.int32 if ours.codes.dtype == torch.float32 else ours.codes.dtype
+        return int((ours.codes.contiguous().view(as_bits) != theirs.codes.contiguous().view(as_bits)).sum())
+    if (ours.scale, ours.zero_point) != (theirs.scale, theirs.zero_point):
+        return ours.codes.numel()
+    return int((ours.codes != theirs.codes).sum())
 
 
 def _reference(float_out: dict[str, list[torch.Tensor]], step: _Step) -> torch.Tensor | None:

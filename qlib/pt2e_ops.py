@@ -48,6 +48,7 @@ import torch
 from qlib import checks
 from qlib.numerics import INT32_MAX, INT32_MIN, float32, to_codes
 from qlib.ranges import DTYPE_RANGES, PLAIN_DTYPES
+from qlib.registry import Settings, register
 
 # The plain integer dtypes the ops take (quantized dtypes such as torch.quint8 are not allowed).
 
@@ -177,3 +178,40 @@ def typed_channel_scales(scale: object, length: int, axis: int) -> torch.Tensor:
         )
     checks.channel_scales(scale, length, axis)
     return scale.detach()
+
+
+@register(
+    "quantized_decomposed::quantize_per_tensor",
+    "quantized_decomposed::quantize_per_channel",
+    function="qlib.quantize_pt2e",
+    modules=("convert_pt2e's quantize nodes",),
+    on_float=True,
+    qparams=lambda args: (float(args[1]), int(args[2])) if len(args) == 6 else (float("nan"), 0),
+)
+def _quantize_pt2e_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    if len(args) == 7:  # per channel: input, scales, zero points, axis, quant_min, quant_max, dtype
+        x, scale, zero_point, axis, quant_min, quant_max, dtype = args
+        return quantize_pt2e(x, scale, zero_point, quant_min, quant_max, dtype, axis=axis)
+    x, scale, zero_point, quant_min, quant_max, dtype = args
+    if isinstance(scale, torch.Tensor):  # the .tensor overload: 1-element tensors
+        scale, zero_point = scale.item(), int(zero_point.item())
+    return quantize_pt2e(x, scale, zero_point, quant_min, quant_max, dtype)
+
+
+@register(
+    "quantized_decomposed::dequantize_per_tensor",
+    "quantized_decomposed::dequantize_per_channel",
+    function="qlib.dequantize_pt2e",
+    modules=("convert_pt2e's dequantize nodes",),
+    on_float=True,
+)
+def _dequantize_pt2e_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    if kwargs.get("out_dtype") not in (None, torch.float32):
+        raise ValueError(f"qlib models dequantize to float32; this node asks for {kwargs['out_dtype']}")
+    if len(args) == 7:
+        q, scale, zero_point, axis = args[:4]
+        return dequantize_pt2e(q, scale, zero_point, axis=axis)
+    q, scale, zero_point = args[:3]
+    if isinstance(scale, torch.Tensor):
+        scale, zero_point = scale.item(), int(zero_point.item())
+    return dequantize_pt2e(q, scale, zero_point)

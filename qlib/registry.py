@@ -41,13 +41,16 @@ class Operator:
     """One row of the table: torch's ``op`` (as the dispatcher names it, ``quantized::conv2d``), the
     qlib ``function`` that reproduces it, the ``modules`` (or calls) that reach it, and ``compute``,
     which takes the op's arguments as torch receives them and returns what torch's op returns. An op
-    with ``on_float`` False (ReLU, say) is qlib's only on quantized tensors: on float ones torch runs it."""
+    with ``on_float`` False (ReLU, say) is qlib's only on quantized tensors: on float ones torch runs it.
+    An op that returns plain integer codes (PT2E's quantize) gives ``qparams``: their scale and zero
+    point, read from its arguments."""
 
     op: str
     function: str
     modules: tuple[str, ...]
     compute: Compute
     on_float: bool = False  # the op takes float tensors (quantize, dynamic Linear); else only quantized ones
+    qparams: Callable[[tuple], tuple[float, int]] | None = None  # an op returning plain codes: their scale, zp
 
 
 OPERATORS: dict[str, Operator] = {}
@@ -83,7 +86,11 @@ LAYOUT_OPS = frozenset(
 
 
 def register(
-    *ops: str, function: str, modules: tuple[str, ...] = (), on_float: bool = False
+    *ops: str,
+    function: str,
+    modules: tuple[str, ...] = (),
+    on_float: bool = False,
+    qparams: Callable[[tuple], tuple[float, int]] | None = None,
 ) -> Callable[[Compute], Compute]:
     """Record ``compute`` as qlib's way to compute each of ``ops`` (``"quantized::add"``, ...).
 
@@ -99,7 +106,7 @@ def register(
         for op in ops:
             if op in OPERATORS:
                 raise ValueError(f"{op} is registered twice: {OPERATORS[op].function} and {function}")
-            OPERATORS[op] = Operator(op, function, modules, compute, on_float)
+            OPERATORS[op] = Operator(op, function, modules, compute, on_float, qparams)
         return compute
 
     return record

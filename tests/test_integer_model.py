@@ -244,3 +244,76 @@ def test_an_engine_changed_after_convert_is_followed():
 def test_activation_dequantizes_with_its_parameters():
     step = Activation("fc", "Linear", torch.tensor([0, 10, 255], dtype=torch.uint8), 0.5, 10)
     assert step.dequantized().tolist() == [-5.0, 0.0, 122.5]
+
+
+@settings(max_examples=max(2, settings().max_examples // 30), deadline=None)
+@given(seed=st.integers(0, 2**31), batch=st.integers(1, 9), per_channel=st.booleans())
+def test_a_dynamically_quantized_mlp_runs_bit_for_bit(seed, batch, per_channel):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.LayerNorm(24), nn.Linear(24, 6)).eval()
+    qconfig = tq.per_channel_dynamic_qconfig if per_channel else tq.default_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = tq.quantize_dynamic(copy.deepcopy(model), {nn.Linear: qconfig})
+    x = torch.randn(batch, 12) * 3
+    with torch.no_grad():
+        expected = q(x)
+    result = qlib.run(q, x)
+    assert list(result.activations) == ["0", "3"]
+    assert torch.equal(result.output.codes, expected)  # LayerNorm and ReLU in torch, on qlib's floats
+    report = qlib.compare(model, q, x)
+    assert [layer.name for layer in report.layers] == ["0", "3"] and all(layer.exact for layer in report.layers)
+
+
+def test_a_dynamically_quantized_transformer_encoder_runs_bit_for_bit():
+    torch.manual_seed(7)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = tq.quantize_dynamic(copy.deepcopy(encoder), {nn.Linear})
+    x = torch.randn(2, 5, 16)
+    before = torch.backends.mha.get_fastpath_enabled()
+    try:
+        # torch 2.13 and 2.14's fast path reads each Linear's .weight, a method on dynamic Linear modules, and
+        # fails on some shapes (qlib.run then says to do this)
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad():
+            expected = q(x)
+        result = qlib.run(q, x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+    assert len(result.activations) == 4  # linear1 and linear2 of each layer (out_proj stays float in torch)
+    assert torch.equal(result.output.codes, expected)
+
+
+def test_a_pt2e_reference_graph_runs_bit_for_bit():
+    pt2e = pytest.importorskip("torchao.quantization.pt2e.quantize_pt2e")
+    x86 = pytest.importorskip("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.relu = nn.ReLU()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+    torch.manual_seed(8)
+    model, x = Small().eval(), torch.randn(4, 3, 10, 10)
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = pt2e.prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
+        prepared(x)
+        converted = pt2e.convert_pt2e(prepared)
+    with torch.no_grad():
+        expected = converted(x * 2)
+    result = qlib.run(converted, x * 2)  # beyond the calibrated range too
+    assert torch.equal(result.output.codes, expected)
+    assert [name for name in result.activations if "dequantize" not in name][:3] == ["conv.weight", "fc.weight", "x"]
+    report = qlib.compare(model, converted, x)
+    assert [layer.name for layer in report.layers][:3] == ["x", "relu", "pool"], str(report)
+    assert all(layer.exact for layer in report.layers) and report.layers[1].sqnr_db > 20, str(report)
