@@ -458,6 +458,8 @@ def compare(
     >>> [(layer.name, layer.exact) for layer in report.layers]
     [('0', True), ('1', True)]
     """
+    if not isinstance(quantized_model, torch.fx.GraphModule):
+        _check_float_twin(float_model, quantized_model)
     steps, _ = _watch(quantized_model, x, Settings(pairs_saturate, release), keep_torch=True)
     float_out = _capture(float_model, x)
     if isinstance(quantized_model, torch.fx.GraphModule):  # PT2E: the input's quantize against the input
@@ -486,6 +488,62 @@ def compare(
             )
         )  # fmt: skip
     return Comparison(layers, unmatched)
+
+
+def _check_float_twin(float_model: torch.nn.Module, quantized_model: torch.nn.Module) -> None:
+    """Refuse a float model that is not the one the quantized model came from: not fused alike, or
+    with other weights (each float weight within half a step of the quantized one)."""
+    if float_model is quantized_model:
+        raise ValueError("compare needs the float model and the quantized one, in that order; got one model twice")
+    floats = dict(float_model.named_modules())
+    quantized_there = [path for path, m in floats.items() if getattr(m, "_packed_params", None) is not None]
+    if quantized_there:
+        raise ValueError(
+            f"compare's first argument must be the float model; its {quantized_there[0]} is a quantized "
+            f"{type(floats[quantized_there[0]]).__name__}: pass (float_model, quantized_model)"
+        )
+    for path, module in quantized_model.named_modules():
+        packed = getattr(module, "_packed_params", None)
+        weight = getattr(module, "weight", None)
+        if packed is None or not callable(weight) or path not in floats:
+            continue
+        twin = floats[path]
+        relu_q = type(module).__name__.endswith("ReLU2d") or type(module).__name__ == "LinearReLU"
+        relu_f = any(isinstance(child, torch.nn.ReLU) for child in twin.modules())
+        if relu_q and not relu_f:
+            raise ValueError(
+                f"the float model is not fused as the quantized one: {path} is {type(twin).__name__} in the "
+                f"float model and {type(module).__name__} in the quantized one, so their outputs are taken "
+                "before and after a ReLU. Pass the float model as fused (what fuse_modules returned, before prepare)"
+            )
+        float_weight = _float_weight(twin)
+        q = weight()
+        if float_weight is None or float_weight.shape != q.shape:
+            raise ValueError(
+                f"the float model's {path} ({type(twin).__name__}) has no weight of the quantized one's shape "
+                f"{tuple(q.shape)}: pass the float model the quantized one was converted from"
+            )
+        if q.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            step = q.q_per_channel_scales().float().view(-1, *[1] * (q.dim() - 1))
+        else:
+            step = torch.tensor(q.q_scale(), dtype=torch.float32)
+        beyond = (float_weight.detach() - q.dequantize()).abs() / step
+        inside = (q.int_repr().long() > -128) & (q.int_repr().long() < 127)  # clamped codes may lie further
+        if (beyond[inside] > 0.5 + 1e-3).any():
+            raise ValueError(
+                f"the float model's weights at {path} are not the quantized model's: they differ by up to "
+                f"{float(beyond[inside].max()):.3g} quantization steps (at most half a step when they are). Pass "
+                "the float model the quantized one was converted from, as fused, before prepare"
+            )
+
+
+def _float_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The weight a float (possibly fused) module computes with: its own, or its first child's."""
+    for candidate in module.modules():
+        weight = getattr(candidate, "weight", None)
+        if isinstance(weight, torch.Tensor) and not isinstance(candidate, torch.nn.modules.batchnorm._BatchNorm):
+            return weight
+    return None
 
 
 def _differ(ours: Activation, theirs: Activation) -> int:

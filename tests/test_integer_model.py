@@ -317,3 +317,21 @@ def test_a_pt2e_reference_graph_runs_bit_for_bit():
     report = qlib.compare(model, converted, x)
     assert [layer.name for layer in report.layers][:3] == ["x", "relu", "pool"], str(report)
     assert all(layer.exact for layer in report.layers) and report.layers[1].sqnr_db > 20, str(report)
+
+
+def test_compare_refuses_a_float_model_that_is_not_the_quantized_ones_twin():
+    torch.manual_seed(9)
+    model = SmallCNN(8, 3, False, 16, True)
+    unfused = copy.deepcopy(model).eval()
+    fused, q = quantized(model, torch.randn(16, 3, 8, 8), True)
+    x = torch.randn(4, 3, 8, 8)
+    with pytest.raises(ValueError, match="not fused as the quantized one: stem is Conv2d"):
+        qlib.compare(unfused, q, x)
+    other = copy.deepcopy(fused)
+    with torch.no_grad():
+        other.fc2.weight.mul_(1.5)
+    with pytest.raises(ValueError, match="weights at fc2 are not the quantized model's"):
+        qlib.compare(other, q, x)
+    with pytest.raises(ValueError, match="first argument must be the float model"):
+        qlib.compare(q, fused, x)
+    assert all(layer.exact for layer in qlib.compare(fused, q, x).layers)
