@@ -90,7 +90,7 @@ test:
 quick: $(STAMP)
 	$(BIN)/ruff check qlib tests benchmarks _ext book history tools
 	$(BIN)/ruff format --check qlib tests benchmarks _ext book history tools
-	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest tests -q -x -n 2 --ignore=tests/browser \
+	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest tests -q -x -n 2 --dist loadfile --ignore=tests/browser \
 		--ignore=tests/pages
 	@changed="$${NB:-$$(git diff --name-only main -- 'book/[0-9][0-9]_*.md' 'book/[0-9][0-9]_*.ipynb'; \
 		git status --porcelain -- 'book/[0-9][0-9]_*' | cut -c4-)}"; \
@@ -105,14 +105,14 @@ lint: $(STAMP)
 
 ## make unit: qlib's tests on torch $(TORCH), 300 hypothesis examples each, on both cores
 unit: $(STAMP)
-	QLIB_EXPECT_TORCH=$(TORCH) $(BIN)/python -m pytest tests -q -n 2 --durations=5 --ignore=tests/browser \
+	QLIB_EXPECT_TORCH=$(TORCH) $(BIN)/python -m pytest tests -q -n 2 --dist loadfile --durations=5 --ignore=tests/browser \
 		--ignore=tests/pages
 
 ## make unit-old: qlib against torch $(OLD_TORCH), 50 examples each (HYPOTHESIS_PROFILE=soak: 5,000);
 ## the checks of the repository's files, which need no torch, run once, in make unit
 unit-old: $(STAMP_OLD)
 	QLIB_EXPECT_TORCH=$(OLD_TORCH) HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci-old} $(VENV_OLD)/bin/python -m pytest \
-		tests -q -n 2 --durations=5 --ignore=tests/browser --ignore=tests/pages --ignore=tests/test_pairing.py \
+		tests -q -n 2 --dist loadfile --durations=5 --ignore=tests/browser --ignore=tests/pages --ignore=tests/test_pairing.py \
 		--ignore=tests/test_binder_colab.py --ignore=tests/test_citations.py --ignore=tests/test_layers.py \
 		--ignore=tests/test_package.py
 
