@@ -1,4 +1,4 @@
-"""Collect history/results/torch-*.json into book/data/torch_releases.json.
+"""Collect history/results/torch-*.json into qlib/data/torch_releases.json (read by qlib.releases.history()).
 
 Standard library only. Sorts the releases by version, writes the data file the
 book's chapters read, and prints a plain-text table of the results.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-OUT = HERE.parent / "book" / "data" / "torch_releases.json"
+OUT = HERE.parent / "qlib" / "data" / "torch_releases.json"
 
 ZP_PATHS = (
     ("per_tensor_quint8", "quint8"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install each torch release in a throwaway venv, measure how it quantizes
 # (history/measure.py), save history/results/torch-RELEASE.json, and collect
-# the results into book/data/torch_releases.json (history/collect.py).
+# the results into qlib/data/torch_releases.json (history/collect.py).
 #
 # Usage: history/sweep.sh [RELEASE ...]     (default: every release below)
 # A RELEASE such as 2.13.0-pypi installs torch==2.13.0 from PyPI alone,

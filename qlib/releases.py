@@ -12,8 +12,11 @@ see what another release computes.
 
 from __future__ import annotations
 
+import json
 import platform
 import re
+from importlib import resources
+from typing import Any
 
 import torch
 
@@ -74,3 +77,19 @@ def _major_minor(version: str) -> str | None:
     if match is None or "a0" in version or "dev" in version:
         return None  # not a release (e.g. a nightly "2.15.0.dev20260601" or a source build "2.15.0a0+git...")
     return f"{match[1]}.{match[2]}"
+
+
+def history() -> dict[str, Any]:
+    """What every torch release from 1.13.1 to 2.14.1 computes, as measured by installing each one.
+
+    qlib ships the measurements (``qlib/data/torch_releases.json``, written by the repository's
+    ``history/`` scripts: ``make history``): ``"releases"`` lists one entry per release with
+    its ``"torch"`` version and what each quantize path did on inputs built to tell the
+    arithmetics apart; ``"machine"`` is the CPU they ran on.
+
+    Chapter: "Rounding" (book/04_rounding).
+
+    >>> [entry["torch"].split("+")[0] for entry in history()["releases"]][-2:]
+    ['2.13.0', '2.14.1']
+    """
+    return json.loads(resources.files("qlib").joinpath("data/torch_releases.json").read_text())
