@@ -18,7 +18,7 @@ _glue_names: dict = {}  # what glue cells bound, for later glue cells only
 def _pre_run_cell(info) -> None:
     global _before
     code = info.raw_cell or ""
-    if "glue(" not in code:
+    if "glue(" not in code and not code.startswith("# check"):
         _before = None
         return
     _before = dict(_shell.user_ns)
