@@ -16,7 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
-QLIB_FILES = {f"qlib/{p.relative_to(ROOT / 'qlib')}" for p in (ROOT / "qlib").rglob("*") if p.suffix in (".py", ".typed", ".json")}
+QLIB_FILES = {
+    f"qlib/{p.relative_to(ROOT / 'qlib')}" for p in (ROOT / "qlib").rglob("*") if p.suffix in (".py", ".typed", ".json")
+}
 
 
 def built(pattern: str) -> Path:
