@@ -12,7 +12,7 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives
     2 observers   observers histogram qat
     3 operators   quantized_linear quantized_conv quantized_add dynamic activations
-    4 tools       integer_model mismatch probing testing standalone
+    4 tools       integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
 argument checks, the torch release. primitives: one tensor to codes and back.
@@ -28,6 +28,7 @@ from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
 from qlib.histogram import HistogramObserver
 from qlib.integer_model import Activation, Comparison, LayerComparison, Run, compare, run
+from qlib.layer_mismatch import explain_layer
 from qlib.mismatch import Report, Row, explain
 from qlib.numerics import float32_reciprocal, fma_float32
 from qlib.observers import (
@@ -104,6 +105,7 @@ __all__ = [
     "Run",
     "compare",
     "explain",
+    "explain_layer",
     "probe",
     "run",
 ]

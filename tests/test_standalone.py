@@ -184,6 +184,8 @@ def operations(name: str) -> list[tuple]:
                     call(x, manual, reference, scale, 129, torch.quint8, release=release)
         call(torch.tensor([0.5]), torch.tensor([1.5]), torch.tensor([1], dtype=torch.uint8), 0.1, 0, torch.quint8)
         call(torch.tensor([0.5]), torch.tensor([1]), torch.tensor([1.0]), 0.1, 0, torch.quint8)
+    elif name == "explain_layer":
+        ops.extend(explain_layer_operations())
     elif name in ("choose_qparams", "observer_range", "qrange"):
         if name == "choose_qparams":
             for lo, hi in [(-0.71688455, 1.57104063), (0.0, 0.0), (-257.0, 0.0), (1e-30, 2e-30), (-3e38, 3e38)]:
@@ -498,6 +500,85 @@ def operations(name: str) -> list[tuple]:
         ops.append(("attr", name, (), {}, []))
     else:
         raise AssertionError(f"no operations for qlib.{name}: add them to tests/test_standalone.py")
+    return ops
+
+
+def explain_layer_operations() -> list[tuple]:
+    """explain_layer on FBGEMM Linears and Conv2ds and on adds, with float64 hand computations (pickled to the
+    fresh interpreter, which packs the weights again: for FBGEMM there, asymmetric weights keep oneDNN out)."""
+    import warnings
+
+    from torch.ao.nn.intrinsic.quantized import ConvReLU2d, LinearReLU
+    from torch.ao.nn.quantized import Conv2d, Linear, QFunctional
+
+    from qlib.testing import quantized_tensor, quantized_weight
+
+    ops: list[tuple] = []
+
+    def call(*args, **kwargs):
+        ops.append(("call", "explain_layer", args, kwargs, []))
+
+    gen = torch.Generator().manual_seed(8)
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for relu, per_channel in ((False, True), (True, False)):
+            w = torch.randint(-128, 128, (7, 37), generator=gen).to(torch.int8)
+            sw = torch.empty(7).uniform_(0.001, 0.02, generator=gen) if per_channel else 0.01
+            layer = (LinearReLU if relu else Linear)(37, 7)
+            layer.set_weight_bias(quantized_weight(w, sw, torch.full((7,), 2) if per_channel else 2), torch.randn(7))
+            layer.scale, layer.zero_point = 0.3, 77
+            codes = torch.randint(0, 256, (5, 37), generator=gen, dtype=torch.uint8)
+            x = quantized_tensor(codes, 0.02, 131)
+            weight = layer.weight()
+            scales = weight.q_per_channel_scales() if per_channel else weight.q_scale()
+            acc = (codes.double() - 131) @ (weight.int_repr().double() - 2).T
+            hand = torch.round((acc * (0.02 * scales) + layer.bias().double()) / 0.3) + 77
+            call(layer, x, hand)
+            call(layer, x, hand.clamp(0, 127))
+            call(layer, (codes, 0.022, 131), hand)  # a wrong input scale: unexplained rows
+            wq, wsc, wzp, bias = qlib.quantized_linear.weight_of(layer._packed_params._packed_params)
+            saturated = qlib.linear(codes, 0.02, 131, wq, wsc, wzp, bias, 0.3, 77, relu, pairs_saturate=True)
+            call(layer, x, hand, saturated, pairs_saturate=True)
+        for conv, groups in ((Conv2d(3, 5, 3, padding=1), 1), (ConvReLU2d(16, 16, 3, padding=1, groups=16), 16)):
+            c, n_out = conv.in_channels, conv.out_channels
+            w = torch.randint(-128, 128, (n_out, c // groups, 3, 3), generator=gen).to(torch.int8)
+            conv.set_weight_bias(quantized_weight(w, 0.004, 3), torch.randn(n_out))
+            conv.scale, conv.zero_point = 0.5, 100
+            codes = torch.randint(0, 256, (2, c, 6, 5), generator=gen, dtype=torch.uint8)
+            x = quantized_tensor(codes, 0.03, 120)
+            weight = conv.weight()
+            acc = torch.nn.functional.conv2d(
+                codes.double() - 120, weight.int_repr().double() - 3, None, 1, 1, 1, groups
+            )
+            hand = torch.round((acc * (0.03 * weight.q_scale()) + conv.bias().double().view(1, -1, 1, 1)) / 0.5) + 100
+            for release in ("2.13", "2.14"):
+                reference = qlib.conv2d(
+                    codes, 0.03, 120, weight.int_repr(), weight.q_scale(), 3, conv.bias(), 0.5, 100, padding=1,
+                    groups=groups, relu=groups > 1, engine="fbgemm", release=release,
+                )  # fmt: skip
+                call(conv, x, hand, reference, release=release)
+            call(conv, x, hand[:, :2])
+    torch.backends.quantized.engine = before
+    for storage, lo, hi, zp in (
+        (torch.uint8, 0, 256, 129),
+        (torch.int8, -128, 128, -5),
+        (torch.int32, -3000, 3000, 1001),
+    ):
+        a = torch.randint(lo, hi, (3, 70), generator=gen).to(storage)
+        b = torch.randint(lo, hi, (3, 70), generator=gen).to(storage)
+        qf = QFunctional()
+        qf.scale, qf.zero_point = 0.2, zp | 1
+        qa, qb = quantized_tensor(a, 0.1, zp), quantized_tensor(b, 0.13, zp)
+        hand = torch.round((0.1 * (a.double() - zp) + 0.13 * (b.double() - zp)) / 0.2) + (zp | 1)
+        for release in ("2.13", "2.14"):
+            reference = qlib.add(a, 0.1, zp, b, 0.13, zp, 0.2, zp | 1, release=release)
+            call(qf, (qa, qb), hand, reference, release=release)
+            reference = qlib.add(a, 0.1, zp, b, 0.13, zp, 0.2, zp | 1, True, release=release)
+            call(qf.add_relu, ((a, 0.1, zp), (b, 0.13, zp)), hand, reference, release=release)
+    call(qf, (qa, qb), hand, pairs_saturate=True)
+    call(torch.nn.Linear(2, 2), qa, hand)
     return ops
 
 
