@@ -106,7 +106,7 @@ lint: $(STAMP)
 ## make unit: qlib's tests on torch $(TORCH), 300 hypothesis examples each, on both cores
 unit: $(STAMP)
 	QLIB_EXPECT_TORCH=$(TORCH) $(BIN)/python -m pytest tests -q -n 2 --dist loadfile --durations=5 --ignore=tests/browser \
-		--ignore=tests/pages
+		--ignore=tests/pages --ignore=tests/test_package.py  # make package runs it, on the dist/ it builds
 
 ## make unit-old: qlib against torch $(OLD_TORCH), 50 examples each (HYPOTHESIS_PROFILE=soak: 5,000);
 ## the checks of the repository's files, which need no torch, run once, in make unit
