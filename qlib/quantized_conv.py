@@ -1,4 +1,4 @@
-"""A quantized Conv2d, integer by integer, as PyTorch's ``x86`` and ``fbgemm`` engines compute it on FBGEMM.
+"""A quantized Conv2d, integer by integer, as PyTorch's ``x86``, ``fbgemm`` and ``onednn`` engines compute it.
 
 The arithmetic it shares with a Linear is explained in "Inside a quantized Linear" (``book/09_linear``).
 
@@ -36,11 +36,22 @@ Then, per group of K = ``kh * kw * in_channels / groups`` columns, the zero-poin
 ``raw = acc - x_zero_point * (sum w - w_zero_point * K) - w_zero_point * sum x`` (``sum x``
 includes the padding's zero points) and the float32 requantization of ``qlib.linear``.
 
-On Linux the ``x86`` engine sends the convolution to oneDNN instead when the CPU has AVX512-VNNI,
-the weights are symmetric and ``groups <= 100`` (``should_use_onednn_quant`` in
-``OnednnUtils.h``, decided when the weight is packed). oneDNN's sums are exact, but its float32
-requantization rounds near ties otherwise than FBGEMM, in a way that depends on the kernel oneDNN
-picks for the shape: qlib does not model it and raises.
+On Linux the ``x86`` engine sends the convolution to oneDNN instead when the CPU has AVX512-VNNI
+(cpuinfo's view: ``ONEDNN_MAX_CPU_ISA`` does not change it), the weights are symmetric and
+``groups <= 100`` (``should_use_onednn_quant`` in
+https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/quantized/cpu/OnednnUtils.h,
+decided when the weight is packed); the ``onednn`` engine always does, and refuses asymmetric
+weights. oneDNN sums ``(x - x_zero_point) * w`` over the taps inside the image, exactly on CPUs
+with VNNI, and requantizes in float32 otherwise than FBGEMM: the zero point is added before
+rounding, the scales are multiplied in an order of the kernel's own, and kernels without VNNI
+saturate pairs of products of the raw codes. The kernel, and with it the arithmetic, follows the
+shape and the ISA oneDNN uses (``qlib.onednn`` has the rules). qlib computes the sums with the same
+im2col and integer products as FBGEMM's (the padding then holds 0, which oneDNN's kernels skip,
+and an odd channel count a group gets a zero channel, so that pairs stay within one tap) and
+oneDNN's requantization from ``qlib.onednn``. torch 2.13's and 2.14's oneDNN crash (a
+segmentation fault) on some convolutions whose every output column lies in the padding (1x1,
+stride 2, padding 1, dilation 2 on an image 1 wide, say; measured on the ``avx512_core_vnni``
+kernels): qlib gives the codes oneDNN's arithmetic gives there, which no torch could confirm.
 
 The same arithmetic in torch 2.13 and 2.14 but for that depthwise bias (measured on the 2.13.0+cpu
 and 2.14.1 wheels; whether the rounding follows the release or the wheel's build is not known).
@@ -54,6 +65,14 @@ import torch
 
 from qlib import checks
 from qlib.numerics import INT16_MAX, INT16_MIN, wrap_int32
+from qlib.onednn import (
+    OnednnArithmetic,
+    onednn_accumulators,
+    onednn_conv_arithmetic,
+    onednn_conv_kernel,
+    onednn_isa_for,
+    onednn_requantize,
+)
 from qlib.quantized_linear import (
     checked_bias,
     int_matmul,
@@ -66,8 +85,13 @@ from qlib.quantized_linear import (
 from qlib.registry import Settings, packed_backend, quantized, register
 from qlib.releases import torch_release
 
-CONV_ENGINES = ("x86", "fbgemm")  # the quantized engines whose Conv2d qlib reproduces
+CONV_ENGINES = ("x86", "fbgemm", "onednn")  # the quantized engines whose Conv2d qlib reproduces
 ONEDNN_MAX_GROUPS = 100  # should_use_onednn_quant: oneDNN only up to this many groups
+ONEDNN_ASYMMETRIC = (
+    "the onednn engine refuses weights whose zero point is not 0: torch's quantized::conv2d_prepack raises "
+    "'ONEDNN only supports symmetric quantization of weight, whose zero point must be 0' (the x86 engine sends "
+    "them to FBGEMM)"
+)
 
 
 def conv2d_kernel(
@@ -82,14 +106,19 @@ def conv2d_kernel(
     *,
     engine: str | None = None,
     pairs_saturate: bool | None = None,
+    isa: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    batch: int | None = None,
 ) -> str:
-    """Which kernel torch runs a quantized Conv2d on: ``"oneDNN"`` or FBGEMM's ``"depthwise"``,
-    ``"groupwise"``, ``"pointwise"`` or ``"im2col"``.
+    """Which kernel torch runs a quantized Conv2d on: FBGEMM's ``"depthwise"``, ``"groupwise"``,
+    ``"pointwise"`` or ``"im2col"``, or ``"oneDNN "`` and oneDNN's kernel as ``ONEDNN_VERBOSE`` names it.
 
-    ``symmetric``: every weight zero point is 0. ``engine`` and
-    ``pairs_saturate`` are :func:`conv2d`'s. ``"groupwise (broken)"`` names
-    the groupwise kernel on a number of groups it gets wrong (see the module
-    docstring).
+    ``symmetric``: every weight zero point is 0. ``engine``,
+    ``pairs_saturate`` and ``isa`` are :func:`conv2d`'s. ``"groupwise
+    (broken)"`` names the groupwise kernel on a number of groups it gets wrong
+    (see the module docstring). ``input_size`` (H, W) and ``batch`` matter
+    for one choice of oneDNN's, on tiny outputs with one input channel a group
+    (``qlib.onednn.onednn_conv_kernel``).
 
     Chapter: "A whole model, integer by integer" (book/10_model); the arithmetic is the Linear's (book/09_linear).
 
@@ -97,12 +126,21 @@ def conv2d_kernel(
     'depthwise'
     >>> conv2d_kernel(3, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, engine="x86", pairs_saturate=True)
     'im2col'
+    >>> conv2d_kernel(3, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, True, engine="x86", pairs_saturate=False)
+    'oneDNN brg_conv_fwd:avx512_core_vnni'
     """
     engine = _engine(engine)
     _, vnni, avx512 = _cpu(pairs_saturate)
     g = groups
-    if engine == "x86" and sys.platform.startswith("linux") and vnni and symmetric and g <= ONEDNN_MAX_GROUPS:
-        return "oneDNN"
+    if isa is not None and engine == "fbgemm":
+        raise ValueError(f"isa chooses oneDNN's kernels, and the fbgemm engine never runs oneDNN; got isa={isa!r}")
+    on_x86 = engine == "x86" and sys.platform.startswith("linux") and vnni and symmetric and g <= ONEDNN_MAX_GROUPS
+    if engine == "onednn" or on_x86:
+        if not symmetric:
+            raise ValueError(ONEDNN_ASYMMETRIC)
+        family = onednn_isa_for(isa, pairs_saturate)
+        shape = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        return "oneDNN " + onednn_conv_kernel(*shape, family, input_size, batch)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     in_g, out_g = in_channels // g, out_channels // g
     no_dilation = dh == dw == 1
@@ -151,8 +189,9 @@ def conv2d(
     pairs_saturate: bool | None = None,
     engine: str | None = None,
     release: str | None = None,
+    isa: str | None = None,
 ) -> torch.Tensor:
-    """The uint8 codes of a quantized Conv2d, bit for bit as torch's ``x86`` or ``fbgemm`` engine on FBGEMM.
+    """The uint8 codes of a quantized Conv2d, bit for bit as torch's ``x86``, ``fbgemm`` or ``onednn`` engine.
 
     Equals ``torch.ao.nn.quantized.Conv2d`` (``relu=True``:
     ``torch.ao.nn.intrinsic.quantized.ConvReLU2d``, zero padding) applied to
@@ -167,12 +206,20 @@ def conv2d(
     ``pairs_saturate`` chooses the CPU: None the one torch runs on, True a CPU
     without AVX-512 (AVX2 only), False one with AVX512-VNNI. ``engine`` is
     ``torch.backends.quantized.engine`` when the module's weight was set:
-    None reads it; ``"x86"`` or ``"fbgemm"``. Where torch runs the convolution
-    on oneDNN (the ``x86`` engine on an AVX512-VNNI CPU with symmetric
-    weights, see the module docstring) this raises ``ValueError``, as it does
-    for the groupwise kernel's wrong group counts. :func:`conv2d_kernel` says
-    which kernel runs. ``release`` (None: the installed torch's) matters for
-    one rounding only, the depthwise kernel's per-tensor bias.
+    None reads it; ``"x86"``, ``"fbgemm"`` or ``"onednn"``. The ``x86``
+    engine runs the convolution on oneDNN on Linux CPUs with AVX512-VNNI when
+    the weights are symmetric and ``groups <= 100``, else on FBGEMM, as
+    ``fbgemm`` always does; ``onednn`` always on oneDNN, and refuses asymmetric
+    weights (see the module docstring). ``isa`` chooses oneDNN's kernels: None
+    those of this process (the CPU, capped by ``ONEDNN_MAX_CPU_ISA``), or of
+    the CPU ``pairs_saturate`` names (``"avx2"`` for True,
+    ``"avx512_core_vnni"`` for False); or one of ``"amx"`` (measured on a
+    Xeon in an earlier note only), ``"avx512_core_vnni"``, ``"avx512_core"``,
+    ``"avx2_vnni"``, ``"avx2"`` and ``"sse41"``, as ``ONEDNN_MAX_CPU_ISA`` or
+    another CPU would make it. :func:`conv2d_kernel` says which kernel runs.
+    The groupwise kernel's wrong group counts raise ``ValueError``.
+    ``release`` (None: the installed torch's) matters for one rounding only,
+    the depthwise kernel's per-tensor bias.
 
     Chapter: "A whole model, integer by integer" (book/10_model); the arithmetic is the Linear's (book/09_linear).
 
@@ -182,6 +229,10 @@ def conv2d(
     tensor([[[[104, 115, 111],
               [ 94, 208, 190],
               [107,  28, 125]]]], dtype=torch.uint8)
+    >>> conv2d(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5]), 0.2, 100, padding=1, engine="onednn")
+    tensor([[[[104, 116, 112],
+              [ 94, 218, 201],
+              [106,  37, 134]]]], dtype=torch.uint8)
     """
     release = torch_release(release)
     engine = _engine(engine)
@@ -226,14 +277,15 @@ def conv2d(
 
     symmetric = bool((zw == 0).all())
     kernel = conv2d_kernel(
-        c, n_out, (kh, kw), stride, padding, dilation, groups, symmetric, engine=engine, pairs_saturate=pairs_saturate
-    )
-    if kernel == "oneDNN":
-        raise ValueError(
-            "torch runs this Conv on oneDNN (x86 engine, AVX512-VNNI CPU, symmetric weights, groups <= 100); qlib "
-            "models FBGEMM's convolution only: use torch.backends.quantized.engine = 'fbgemm' (and engine='fbgemm' "
-            "here), or pairs_saturate=True for a CPU without AVX512-VNNI, where torch runs FBGEMM"
-        )
+        c, n_out, (kh, kw), stride, padding, dilation, groups, symmetric, engine=engine,
+        pairs_saturate=pairs_saturate, isa=isa, input_size=(h, w), batch=n,
+    )  # fmt: skip
+    if kernel.startswith("oneDNN "):
+        shape = (c, n_out, (kh, kw), stride, padding, dilation, groups)
+        arithmetic = onednn_conv_arithmetic(kernel.removeprefix("oneDNN "), *shape, (h, w))
+        acc = _onednn_sums(x, zx, weight, (kh, kw), stride, padding, dilation, groups, arithmetic)
+        codes = onednn_requantize(acc.reshape(n, h_out, w_out, n_out), sx, sw, bias, s, z, relu, arithmetic)
+        return codes.permute(0, 3, 1, 2).contiguous()
     if kernel == "groupwise (broken)":
         raise ValueError(
             f"torch runs this Conv on FBGEMM's groupwise kernel, which handles {groups} groups of {in_g} channels "
@@ -262,6 +314,96 @@ def conv2d(
     else:
         codes = requantize(raw, sx, sw, bias, s, z, relu, per_channel)
     return codes.view(n, h_out, w_out, n_out).permute(0, 3, 1, 2).contiguous()
+
+
+def _onednn_sums(
+    x: torch.Tensor,
+    x_zero_point: int,
+    weight: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    arithmetic: OnednnArithmetic,
+) -> torch.Tensor:
+    """The float32 sums oneDNN's kernel scales, ``[N, H_out, W_out, O]`` or ``[N * H_out * W_out, O]`` (``qlib.onednn``)."""
+    n_out, in_g = weight.shape[:2]
+    conv = (stride, padding, dilation, groups)
+    if arithmetic.pairs == "none":  # exact sums: float32 convolutions, as long as they are exact (_exact_conv)
+        if arithmetic.compensation == "int":
+            exact = _exact_conv(x.float() - x_zero_point, weight, *conv)
+            if exact is not None:
+                return exact.float().permute(0, 2, 3, 1)  # f32(acc), rounded once; |acc| < 2**31: no wrap
+        else:
+            raw = _exact_conv(x.float(), weight, *conv)
+            in_bound = _exact_conv(torch.ones_like(x, dtype=torch.float32), weight, *conv)
+            if raw is not None and in_bound is not None:  # sum w over each position's taps inside the image
+                raw_sums, weight_sums = (t.long().permute(0, 2, 3, 1) for t in (raw, in_bound))
+                return onednn_accumulators(raw_sums, weight_sums, x_zero_point, arithmetic.compensation)
+    shape = (kernel_size, stride, padding, dilation, groups)
+    w_rows = weight.permute(0, 2, 3, 1).reshape(groups, n_out // groups, -1)  # K ordered (kh, kw, c)
+    rows = _im2col(x, 0, *shape)  # raw codes; oneDNN's kernels skip the padding, which adds 0 here
+    if any(padding):  # sum w over each position's taps inside the image
+        weight_sums = _by_channel(_grouped_int_matmul(_im2col(torch.ones_like(x), 0, *shape), w_rows, False))
+    else:
+        weight_sums = w_rows.long().sum(2).view(1, n_out)
+    rows, w_rows = (_onednn_pair_order(t, arithmetic.pairs, kernel_size, in_g) for t in (rows, w_rows))
+    raw = _grouped_int_matmul(rows, w_rows, arithmetic.pairs != "none")
+    acc = onednn_accumulators(_by_channel(raw), weight_sums, x_zero_point, arithmetic.compensation)
+    return acc  # [N * H_out * W_out, O]
+
+
+def _exact_conv(
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> torch.Tensor | None:
+    """The exact integer sums ``conv2d(values, weight)`` (zero padding) of whole-number float32 ``values``
+    (``|values| <= 255``), by float32 convolutions: float32 when one suffices, else float64; None beyond.
+
+    A float32 sum of integers is exact, in any order and with or without fused multiply-adds, while
+    every partial sum stays below 2**24: one convolution when ``K * max|values| * max|w|`` does, else
+    ``values = 16 * hi + lo`` (``|hi| <= 16``, ``0 <= lo < 16``) in two, added in float64. NNPACK's
+    fast algorithms (Winograd, FFT) round otherwise, so they are turned off.
+    """
+    wf = weight.float()
+    k = weight[0].numel()
+    largest = max(1.0, float(values.abs().max())) * max(1, int(wf.abs().max()))
+    with torch.backends.nnpack.flags(enabled=False):
+        if k * largest < 2**24:
+            return torch.nn.functional.conv2d(values, wf, None, stride, padding, dilation, groups)
+        if k * 16 * 128 >= 2**24:
+            return None
+        hi = torch.floor(values / 16)
+        lo = values - 16 * hi
+        parts = [torch.nn.functional.conv2d(v, wf, None, stride, padding, dilation, groups) for v in (hi, lo)]
+        return parts[0].double().mul_(16).add_(parts[1])
+
+
+def _onednn_pair_order(t: torch.Tensor, pairs: str, kernel_size: tuple[int, int], in_g: int) -> torch.Tensor:
+    """Im2col rows or weights ``[G, *, kh * kw * C/G]`` reordered so that oneDNN's pairs are ``(k, k + 1)``, k even.
+
+    ``"channels"``: a zero channel after an odd number of them at each tap;
+    ``"taps kw-major"``: the taps (one channel) in kw-major order; ``"taps by
+    row"``: a zero tap after an odd number of them in each kernel row.
+    """
+    kh, kw = kernel_size
+    if pairs == "channels" and in_g % 2:
+        return torch.nn.functional.pad(t.unflatten(2, (kh * kw, in_g)), (0, 1)).flatten(2)
+    if pairs == "taps kw-major":
+        return t.unflatten(2, (kh, kw)).transpose(2, 3).flatten(2)
+    if pairs == "taps by row" and kw % 2:
+        return torch.nn.functional.pad(t.unflatten(2, (kh, kw)), (0, 1)).flatten(2)
+    return t
+
+
+def _by_channel(sums: torch.Tensor) -> torch.Tensor:
+    """``[G, P, O/G]`` -> ``[P, O]``, the outputs in group order."""
+    return sums.permute(1, 0, 2).reshape(sums.shape[1], -1)
 
 
 def _grouped_int_matmul(rows: torch.Tensor, weights: torch.Tensor, saturate: bool) -> torch.Tensor:
@@ -344,19 +486,19 @@ def _conv2d_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:
     x, packed, scale, zero_point = args
     if packed.transpose():
         raise ValueError("qlib does not model transposed convolutions (ConvTranspose2d)")
-    backend = packed_backend(packed)
-    if backend != "fbgemm":
+    backend = packed_backend(packed)  # torch runs the op there, whatever the engine is now
+    if backend == "qnnpack":
         raise ValueError(
-            f"this Conv2d's weight was packed for {backend} (torch runs it there whatever the engine is now); "
-            "qlib models FBGEMM's convolution only: set torch.backends.quantized.engine = 'fbgemm' before "
-            "prepare and convert, and convert again"
+            "this Conv2d's weight was packed for qnnpack (torch runs it there whatever the engine is now); qlib "
+            "models the convolutions of FBGEMM and oneDNN: set torch.backends.quantized.engine = 'x86', 'fbgemm' or "
+            "'onednn' before prepare and convert, and convert again"
         )
     weight, weight_scale, weight_zero_point, bias = weight_of(packed)
     codes = conv2d(
         x.int_repr(), x.q_scale(), x.q_zero_point(), weight, weight_scale, weight_zero_point, bias, scale,
         zero_point, stride=tuple(packed.stride()), padding=tuple(packed.padding()),
         dilation=tuple(packed.dilation()), groups=packed.groups(), relu=relu,
-        pairs_saturate=settings.pairs_saturate, engine="fbgemm", release=settings.release,
+        pairs_saturate=settings.pairs_saturate, engine=backend, release=settings.release,
     )  # fmt: skip
     return quantized(codes, scale, zero_point, torch.quint8)
 

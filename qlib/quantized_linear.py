@@ -1,4 +1,5 @@
-"""A quantized Linear layer, integer by integer, as PyTorch's ``x86``, ``fbgemm`` and ``qnnpack`` engines compute it.
+"""A quantized Linear layer, integer by integer, as PyTorch's ``x86``, ``fbgemm``, ``qnnpack`` and ``onednn`` engines
+compute it.
 
 Explained in the book chapter "Inside a quantized Linear" (``book/09_linear``).
 
@@ -35,6 +36,15 @@ differently (``PackedLinearWeightsQnnp::apply_impl`` in ``qlinear.cpp``, the ker
    ``rint(float32(acc) * mult)`` (``float32(acc)`` rounds once ``|acc| > 2**24``), plus the zero
    point, clamped to 0..255; a fused ReLU is ``max(q, zero_point)``.
 
+The ``onednn`` engine runs it on oneDNN (``PackedLinearWeightsOnednn::apply_impl`` in ``qlinear.cpp``:
+a ``brg_matmul`` kernel, or ``gemm:jit`` on CPUs with AVX2 only), which refuses weights whose zero
+point is not 0 and requantizes as its convolutions do (``qlib.onednn``): the exact int32 sum
+``sum_k (x - x_zero_point) w`` (pairs saturate on CPUs without VNNI), scaled in float32 with a
+weight scale that went through two reciprocals, the float bias added, the zero point added before
+rounding. The ``x86`` engine never sends a Linear to oneDNN (``QLinearPackWeightInt8::run`` in
+https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/quantized/cpu/qlinear_prepack.cpp
+packs it for FBGEMM).
+
 The same arithmetic in torch 2.13 and 2.14, for every engine (measured on both).
 """
 
@@ -47,11 +57,19 @@ import torch
 
 from qlib import checks
 from qlib.numerics import INT16_MAX, INT16_MIN, fma_float32
+from qlib.onednn import (
+    onednn_accumulators,
+    onednn_isa_for,
+    onednn_linear_arithmetic,
+    onednn_linear_kernel,
+    onednn_linear_weight_scales,
+    onednn_requantize,
+)
 from qlib.quant import quantize
 from qlib.registry import Settings, packed_backend, quantized, register
 from qlib.releases import torch_release
 
-ENGINES = ("x86", "fbgemm", "qnnpack")  # the quantized engines whose Linear qlib reproduces
+ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")  # the quantized engines whose Linear qlib reproduces
 PAIR_CHUNK = 2**22  # products per piece when summing pairs with saturation (16 MiB of float32)
 
 
@@ -286,8 +304,10 @@ def linear(
     pairs_saturate: bool | None = None,
     release: str | None = None,
     engine: str = "x86",
+    isa: str | None = None,
 ) -> torch.Tensor:
-    """The uint8 codes of a quantized Linear, bit for bit as torch's ``x86``, ``fbgemm`` or ``qnnpack`` engine.
+    """The uint8 codes of a quantized Linear, bit for bit as torch's ``x86``, ``fbgemm``, ``qnnpack`` or ``onednn``
+    engine.
 
     Equals ``torch.ao.nn.quantized.Linear`` (``relu=True``:
     ``torch.ao.nn.intrinsic.quantized.LinearReLU``) applied to the quint8
@@ -303,7 +323,12 @@ def linear(
     ``torch.backends.quantized.engine`` to reproduce: ``"x86"`` and
     ``"fbgemm"`` (the same arithmetic) or ``"qnnpack"``, whose kernel never
     saturates pairs (so ``pairs_saturate`` must then stay None) and which
-    quantizes the bias to int32 first.
+    quantizes the bias to int32 first, or ``"onednn"``, which takes symmetric
+    weights only; ``isa`` (``onednn`` only) chooses oneDNN's kernels as in
+    :func:`qlib.conv2d`: None those of this process, or of the CPU
+    ``pairs_saturate`` names, or one of ``"amx"`` (a guess, never measured),
+    ``"avx512_core_vnni"``, ``"avx512_core"``, ``"avx2_vnni"``, ``"avx2"``
+    and ``"sse41"``.
 
     Chapter: "Inside a quantized Linear" (book/09_linear).
 
@@ -313,12 +338,19 @@ def linear(
     tensor([[ 97, 111]], dtype=torch.uint8)
     >>> linear(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5, -0.5]), 0.2, 100, engine="qnnpack")
     tensor([[ 97, 111]], dtype=torch.uint8)
+    >>> linear(x, 0.1, 128, w, 0.05, 0, torch.tensor([0.5, -0.5]), 0.2, 100, engine="onednn")
+    tensor([[ 97, 111]], dtype=torch.uint8)
     """
     torch_release(release)  # the same arithmetic in every supported release
     if engine not in ENGINES:
         raise ValueError(
             f"engine must be one of {', '.join(map(repr, ENGINES))} (the quantized engines qlib reproduces); "
             f"got {engine!r}"
+        )
+    if isa is not None and engine != "onednn":
+        raise ValueError(
+            f"isa chooses oneDNN's kernels, which compute a Linear on the onednn engine only; got isa={isa!r} with "
+            f"engine={engine!r}"
         )
     if engine == "qnnpack" and pairs_saturate is not None:
         raise ValueError(
@@ -341,6 +373,18 @@ def linear(
     per_channel, sw64, zw = weight_qparams(weight_scale, weight_zero_point, n)
     sw = sw64.float()
     bias = checked_bias(bias, n)
+    if engine == "onednn":
+        if (zw != 0).any():
+            raise ValueError(
+                "the onednn engine refuses weights whose zero point is not 0: torch's quantized::linear_prepack raises "
+                "'ONEDNN only supports symmetric quantization of weight, whose zero point must be 0'"
+            )
+        arithmetic = onednn_linear_arithmetic(onednn_linear_kernel(onednn_isa_for(isa, pairs_saturate)))
+        rows = x.reshape(-1, k)
+        raw = int_matmul(rows, weight, arithmetic.pairs != "none")
+        acc = onednn_accumulators(raw, weight.long().sum(1)[None, :], zx, arithmetic.compensation)
+        scales = onednn_linear_weight_scales(sw64, per_channel)
+        return onednn_requantize(acc, sx, scales, bias, s, z, relu, arithmetic).reshape(*x.shape[:-1], n)
     if engine == "qnnpack":
         pairs_saturate = False
     elif pairs_saturate is None:
@@ -374,9 +418,7 @@ def weight_of(packed: Any) -> tuple:
 
 def _linear_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:
     x, packed, scale, zero_point = args
-    backend = packed_backend(packed)
-    if backend == "onednn":
-        raise ValueError("this Linear's weight was packed for oneDNN (the onednn engine), which qlib does not model")
+    backend = packed_backend(packed)  # torch runs the op there, whatever the engine is now
     weight, weight_scale, weight_zero_point, bias = weight_of(packed)
     codes = linear(
         x.int_repr(), x.q_scale(), x.q_zero_point(), weight, weight_scale, weight_zero_point, bias, scale,

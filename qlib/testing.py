@@ -263,6 +263,24 @@ def capture(model: torch.nn.Module, x: torch.Tensor) -> dict[str, list[object]]:
     return out
 
 
+def run_with_kernels(code: str, kernels: dict[str, str], timeout: float = 600) -> str:
+    """Run Python ``code`` in a fresh interpreter with the environment variables ``kernels`` set; return what it printed.
+
+    The variables that choose torch's CPU kernels (``AVX2_KERNELS`` names them) are read once, when torch
+    starts, so a process can only run under other kernels from its beginning. An error in ``code`` raises
+    ``RuntimeError`` with its output.
+
+    >>> run_with_kernels("import os; print(os.environ['ONEDNN_MAX_CPU_ISA'])", {"ONEDNN_MAX_CPU_ISA": "AVX2"}).strip()
+    'AVX2'
+    """
+    env = {**os.environ, **kernels, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        settings = " ".join(f"{name}={value}" for name, value in kernels.items())
+        raise RuntimeError(f"the code failed under {settings}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
+
+
 def run_with_avx2_kernels(code: str, timeout: float = 600) -> str:
     """Run Python ``code`` in a fresh interpreter whose torch runs its AVX2 kernels; return what it printed.
 
@@ -273,8 +291,4 @@ def run_with_avx2_kernels(code: str, timeout: float = 600) -> str:
     >>> run_with_avx2_kernels("import torch; print(torch.backends.cpu.get_cpu_capability())").strip()
     'AVX2'
     """
-    env = {**os.environ, **AVX2_KERNELS, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"the code failed under the AVX2 kernels:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
+    return run_with_kernels(code, AVX2_KERNELS, timeout)

@@ -375,10 +375,11 @@ def test_qnnpack_refuses_a_subnormal_multiplier_as_torch_does():
                 None,
                 0.1,
                 0,
-                engine="onednn",
+                engine="mkldnn",
             ),
             ValueError,
-            r"engine must be one of 'x86', 'fbgemm', 'qnnpack' \(the quantized engines qlib reproduces\); got 'onednn'",
+            r"engine must be one of 'x86', 'fbgemm', 'qnnpack', 'onednn' \(the quantized engines qlib reproduces\); "
+            "got 'mkldnn'",
         ),
         (
             lambda: ql.linear(
