@@ -7,6 +7,10 @@ recomputes every step with qlib's operators (the model of this CPU, ``pairs_satu
 the ratio covers the whole model: im2col, depthwise and pointwise convolutions, the add's body
 and tail split, the Linear.
 
+Then the same for torchvision's resnet18 (random weights, 1x3x224x224) converted in eager mode on
+the default ``x86`` engine, whose convolutions run on oneDNN on a Linux CPU with AVX512-VNNI and
+on FBGEMM elsewhere, its Linear on FBGEMM (``--no-resnet18`` leaves it out; it needs torchvision).
+
 Machines here are noisy, so only the ratio measured in the same run is reported; each time is the
 best of several repetitions, torch's and qlib's taken in turn. The goal is qlib within 20x of
 torch. Run with `make bench`; ``--threads 1`` compares single-threaded times, steadier on a busy
@@ -20,6 +24,7 @@ import copy
 import cProfile
 import pstats
 import warnings
+from collections import Counter
 
 import torch
 import torch.ao.quantization as tq
@@ -60,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="print qlib.run's profile")
+    parser.add_argument("--no-resnet18", action="store_true", help="time chapter 10's model only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,6 +103,55 @@ def main() -> None:
         profile = cProfile.Profile()
         profile.runcall(run_qlib)
         pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+    if not args.no_resnet18:
+        resnet18(args.repeat, args.profile)
+
+
+def resnet18(repeat: int, profile: bool) -> None:
+    """qlib.run against torch on torchvision's resnet18, quantized in eager mode on the x86 engine."""
+    try:
+        from torchvision.models.quantization import resnet18 as build
+    except ImportError:
+        print("resnet18: torchvision is not installed, skipped")
+        return
+    torch.backends.quantized.engine = "x86"
+    torch.manual_seed(0)
+    model = build(weights=None, quantize=False).eval()
+    model.fuse_model()
+    model.qconfig = tq.get_default_qconfig("x86")
+    prepared = tq.prepare(model)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for _ in range(2):
+            prepared(torch.randn(1, 3, 224, 224, generator=gen))
+    quantized = tq.convert(prepared)
+    x = torch.randn(1, 3, 224, 224, generator=gen)
+
+    def run_torch():
+        with torch.no_grad():
+            return quantized(x)
+
+    def run_qlib():
+        return qlib.run(quantized, x)
+
+    equal = torch.equal(run_qlib().output.codes, run_torch())
+    t_torch, t_qlib = best_times([run_torch, run_qlib], repeat)
+    kernels = Counter(
+        qlib.conv2d_kernel(
+            m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups, True
+        ).split(":")[0]
+        for m in quantized.modules()
+        if isinstance(m, torch.ao.nn.quantized.Conv2d)
+    )
+    print(
+        f"resnet18, 1x3x224x224, x86 engine; convolutions: {', '.join(f'{k} {n}' for k, n in sorted(kernels.items()))}"
+    )
+    print(f"  {'':24s} {'torch':>9s} {'qlib.run':>10s} {'qlib/torch':>11s}  equal")
+    print(f"  {'whole model':24s} {t_torch * 1e3:6.1f} ms {t_qlib * 1e3:7.1f} ms {t_qlib / t_torch:10.1f}x  {equal}")
+    if profile:
+        stats = cProfile.Profile()
+        stats.runcall(run_qlib)
+        pstats.Stats(stats).sort_stats("tottime").print_stats(15)
 
 
 if __name__ == "__main__":

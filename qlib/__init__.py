@@ -8,24 +8,26 @@ The modules stand in layers. A module imports from its own layer and the
 layers below it, never from a layer above, and never a private (``_``) name
 of another module; ``tests/test_layers.py`` holds them to this map::
 
-    0 floor       numerics ranges checks releases registry
+    0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives
     2 observers   observers histogram qat
-    3 operators   quantized_linear quantized_conv quantized_add dynamic activations
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm
     4 tools       integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
-argument checks, the torch release. primitives: one tensor to codes and back.
+argument checks, the torch release, counts in words. primitives: one tensor to codes and back.
 observers: from data to scale and zero point, and QAT's fake quantization.
 operators: quantized layers on codes. Every module that reproduces a torch op
 registers it in ``registry``, the table ``run`` and ``compare`` dispatch through. tools: whole models, explanations,
 probes, test helpers and one-file copies.
 """
 
-from qlib.activations import relu
+from qlib.activations import clamp, hardsigmoid, hardswish, relu, sigmoid
+from qlib.batchnorm import batch_norm2d
 from qlib.dequant import dequantize
 from qlib.dynamic import choose_qparams_dynamic, linear_dynamic
 from qlib.fake_quant import fake_quantize
+from qlib.functional import add_scalar, cat, mul, mul_scalar
 from qlib.histogram import HistogramObserver
 from qlib.integer_model import Activation, Comparison, LayerComparison, Run, compare, run
 from qlib.layer_mismatch import explain_layer
@@ -37,6 +39,7 @@ from qlib.observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
 from qlib.probing import Probe, probe
 from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
 from qlib.qat import (
@@ -87,14 +90,27 @@ __all__ = [
     "fake_quantize_mask",
     "fake_quantize_ste",
     # 3 operators
+    "adaptive_avg_pool2d",
     "add",
+    "add_scalar",
+    "avg_pool2d",
+    "batch_norm2d",
+    "cat",
     "choose_qparams_dynamic",
+    "clamp",
     "conv2d",
     "conv2d_kernel",
+    "hardsigmoid",
+    "hardswish",
     "linear",
     "linear_dynamic",
+    "max_pool2d",
+    "mean",
+    "mul",
+    "mul_scalar",
     "pairs_saturate_here",
     "relu",
+    "sigmoid",
     # 4 tools
     "Activation",
     "Comparison",

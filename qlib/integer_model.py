@@ -31,7 +31,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 # the operator modules register their ops when imported
-from qlib import activations, dynamic, pt2e_ops, quant, quantized_add, quantized_conv, quantized_linear  # noqa: F401
+from qlib import (  # noqa: F401
+    activations,
+    batchnorm,
+    dynamic,
+    functional,
+    pooling,
+    pt2e_ops,
+    quant,
+    quantized_add,
+    quantized_conv,
+    quantized_linear,
+)
 from qlib.dequant import dequantize
 from qlib.registry import LAYOUT_OPS, OPERATORS, Settings, op_name, supported
 

@@ -58,15 +58,25 @@ All of this holds, and was measured element by element, for torch 2.13.0 and 2.1
 
 from __future__ import annotations
 
-import math
-from typing import cast
-
 import torch
 
 from qlib import checks
 from qlib.dequant import per_tensor_values
-from qlib.numerics import float32, float32_reciprocal, fma_float32
-from qlib.quant import per_tensor_codes
+from qlib.elementwise_kernels import GRAIN_SIZE as GRAIN_SIZE  # chapter 10 reads qlib.quantized_add.GRAIN_SIZE
+from qlib.elementwise_kernels import (
+    broadcast_strides,
+    dense_strides,
+    described,
+    loop_lanes,
+    loop_order,
+    positive_int,
+    quantize_val,
+    suggested_format,
+    thread_count,
+    vectorized_dequantize,
+    vectorized_quantize,
+)
+from qlib.numerics import float32, float32_reciprocal
 from qlib.ranges import DTYPE_RANGES
 from qlib.registry import Settings, quantized, register
 from qlib.releases import torch_release
@@ -79,8 +89,6 @@ ADD_DTYPES: dict[torch.dtype, torch.dtype] = {
 }
 # Vectorized<T>::size() in ATen's AVX2 kernel, which AVX2 and AVX512 CPUs both run for quantized::add.
 VECTOR_WIDTHS: dict[torch.dtype, int] = {torch.quint8: 32, torch.qint8: 32, torch.qint32: 8}
-GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: TensorIterator runs smaller tensors on one thread
-F32 = torch.float32
 
 
 def add(
@@ -146,8 +154,8 @@ def add(
     if not isinstance(relu, bool):
         raise TypeError(f"relu must be True or False; got {relu!r}")
     zero_point_first = torch_release(release) == "2.13"
-    width = VECTOR_WIDTHS[dtype] if vector_width is None else _positive_int(vector_width, "vector_width")
-    threads = torch.get_num_threads() if threads is None else _positive_int(threads, "threads")
+    width = VECTOR_WIDTHS[dtype] if vector_width is None else positive_int(vector_width, "vector_width")
+    threads = thread_count(threads)
 
     in_body = vector_lanes(a, b, width, threads)
     tail = ~in_body
@@ -155,12 +163,12 @@ def add(
     inv = float32_reciprocal(s)
     codes = torch.empty(shape, dtype=a.dtype)
     if in_body.any():  # the vector body: FMA dequantization, ATen's QuantizeAvx2
-        c = _sum(_dequantize_fma(ae[in_body], sa, za), _dequantize_fma(be[in_body], sb, zb), relu)
+        c = _sum(vectorized_dequantize(ae[in_body], sa, za), vectorized_dequantize(be[in_body], sb, zb), relu)
         codes[in_body] = _vector_requantize(c, inv, z, dtype, zero_point_first).to(a.dtype)
     if tail.any():  # the scalar tail: FBGEMM's Dequantize and Quantize
         sa32, sb32 = float32(sa), float32(sb)
         c = _sum(per_tensor_values(ae[tail], sa32, za), per_tensor_values(be[tail], sb32, zb), relu)
-        codes[tail] = _scalar_requantize(c, inv, z, dtype, zero_point_first).to(a.dtype)
+        codes[tail] = quantize_val(c, inv, z, dtype, zero_point_first).to(a.dtype)
     return codes
 
 
@@ -172,7 +180,7 @@ def vector_lanes(a: torch.Tensor, b: torch.Tensor, vector_width: int, threads: i
     vector, ``threads`` the number of threads. Emulates ``TensorIterator`` (dimension
     reordering and merging), ``at::parallel_for``'s chunks and ``vectorized_loop``'s
     split of each piece into ``2 * vector_width``-element steps and a scalar rest (module
-    docstring). Returns a bool tensor of the broadcast shape.
+    docstring; :func:`qlib.elementwise_kernels.loop_lanes`). Returns a bool tensor of the broadcast shape.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -183,22 +191,8 @@ def vector_lanes(a: torch.Tensor, b: torch.Tensor, vector_width: int, threads: i
     >>> vector_lanes(x[::2], x[::2], 32, 1).any().item()  # strided rows take the scalar path
     False
     """
-    shape = list(torch.broadcast_shapes(a.shape, b.shape))
-    numel = math.prod(shape)
-    if numel == 0:
-        return torch.zeros(shape, dtype=torch.bool)
-    positions, row, vectorizes = iteration_order(a, b)
-    if not vectorizes:
-        return torch.zeros(shape, dtype=torch.bool)
-    chunk = numel
-    if numel > GRAIN_SIZE and threads > 1:  # TensorIterator::for_each, then at::parallel_for
-        chunk = -(-numel // min(threads, -(-numel // GRAIN_SIZE)))
-    row_start = positions - positions % row
-    chunk_start = positions - positions % chunk
-    start = torch.maximum(row_start, chunk_start)
-    end = torch.minimum(row_start + row, (chunk_start + chunk).clamp(max=numel))
-    step = 2 * vector_width
-    return positions - start < (end - start) // step * step
+    shape, strides = _add_strides(a, b)
+    return loop_lanes(shape, strides, vector_width, threads)
 
 
 def iteration_order(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
@@ -213,8 +207,9 @@ def iteration_order(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int
 
     The dimensions are sorted by the output's strides, ties broken by ``a``'s, then ``b``'s
     (``reorder_dimensions``), and neighbours that every tensor walks as one are merged
-    (``coalesce_dimensions``). TensorIterator's fast set-up for same-shaped tensors of one dense
-    layout gives the same single row in memory order, so it needs no case of its own.
+    (``coalesce_dimensions``): :func:`qlib.elementwise_kernels.loop_order`. TensorIterator's fast
+    set-up for same-shaped tensors of one dense layout gives the same single row in memory order, so
+    it needs no case of its own.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -225,121 +220,15 @@ def iteration_order(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int
     >>> iteration_order(x.t(), x.t())[1:]  # the output is contiguous: rows of 2, strided in a and b
     (2, False)
     """
+    shape, strides = _add_strides(a, b)
+    return loop_order(shape, strides)
+
+
+def _add_strides(a: torch.Tensor, b: torch.Tensor) -> tuple[tuple[int, ...], list[list[int] | None]]:
+    """The broadcast shape and the strides of ``qadd``'s loop: the output's (None when it is resized), a's, b's."""
     shape = tuple(torch.broadcast_shapes(a.shape, b.shape))
-    resize = tuple(a.shape) != shape
-    out = None if resize else _output_strides(shape, _suggested_format(a))
-    strides = [out, _broadcast_strides(a, shape), _broadcast_strides(b, shape)]
-    perm = _reorder(shape, strides)
-    dims = [shape[d] for d in perm]
-    # each original dimension's step in the iteration (perm[0] moves fastest)
-    walk = [0] * len(shape)
-    for k, d in enumerate(perm):
-        walk[d] = math.prod(dims[:k])
-    if resize:  # the resized output is dense in the iteration order
-        strides[0] = [walk[d] for d in range(len(shape))]
-    filled = cast(list[list[int]], strides)  # the output's strides are known now, resized or not
-    dims, merged = _coalesce(dims, [[st[d] for d in perm] for st in filled])
-    inner = [st[0] if st else 0 for st in merged]
-    vectorizes = inner in ([1, 1, 1], [1, 0, 1], [1, 1, 0])
-    row = dims[0] if len(dims) >= 2 else math.prod(shape)
-    return _positions(shape, walk), row, vectorizes
-
-
-def _reorder(shape: tuple[int, ...], strides: list[list[int] | None]) -> list[int]:
-    """``TensorIteratorBase::reorder_dimensions``: the permutation, fastest-moving dimension first."""
-    n = len(shape)
-    perm = list(range(n))[::-1]
-
-    def should_swap(d0: int, d1: int) -> int:
-        for st in strides:
-            if st is None:  # an output to be resized takes no part
-                continue
-            s0, s1 = st[d0], st[d1]
-            if s0 == 0 or s1 == 0:
-                continue
-            if s0 != s1:
-                return -1 if s0 < s1 else 1
-            if shape[d0] > shape[d1]:
-                return 1
-        return 0
-
-    for i in range(1, n):  # insertion sort that stops at ambiguous comparisons
-        d1 = i
-        for d0 in range(i - 1, -1, -1):
-            comparison = should_swap(perm[d0], perm[d1])
-            if comparison > 0:
-                perm[d0], perm[d1] = perm[d1], perm[d0]
-                d1 = d0
-            elif comparison < 0:
-                break
-    return perm
-
-
-def _coalesce(dims: list[int], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """``TensorIteratorBase::coalesce_dimensions``: merge neighbours every tensor walks as one."""
-    if len(dims) <= 1:
-        return dims, strides
-    dims, strides = list(dims), [list(st) for st in strides]
-    prev = 0
-    for d in range(1, len(dims)):
-        if dims[prev] == 1 or dims[d] == 1 or all(dims[prev] * st[prev] == st[d] for st in strides):
-            if dims[prev] == 1:
-                for st in strides:
-                    st[prev] = st[d]
-            dims[prev] *= dims[d]
-        else:
-            prev += 1
-            if prev != d:
-                for st in strides:
-                    st[prev] = st[d]
-                dims[prev] = dims[d]
-    return dims[: prev + 1], [st[: prev + 1] for st in strides]
-
-
-def _positions(shape: tuple[int, ...], steps: list[int] | tuple[int, ...]) -> torch.Tensor:
-    """``sum_d index_d * steps[d]`` for every element of a tensor of ``shape``."""
-    pos = torch.zeros(shape, dtype=torch.int64)
-    for d, (size, step) in enumerate(zip(shape, steps, strict=True)):
-        view = [1] * len(shape)
-        view[d] = size
-        pos += (torch.arange(size) * step).view(view)
-    return pos
-
-
-def _broadcast_strides(t: torch.Tensor, shape: tuple[int, ...]) -> list[int]:
-    """Strides of ``t`` broadcast to ``shape``: 0 along added or stretched dimensions."""
-    return list(t.expand(shape).stride())
-
-
-def _suggested_format(t: torch.Tensor) -> torch.memory_format:
-    """``Tensor::suggest_memory_format()``: channels-last if ``t``'s strides look so (4-d, 5-d), else contiguous."""
-    order = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}.get(t.dim())
-    if order is None or t.stride(1) == 0:
-        return torch.contiguous_format
-    smallest = 0
-    for d in order:
-        size, stride = t.shape[d], t.stride(d)
-        if size == 0 or stride < smallest or (d == 0 and smallest == t.stride(1)):
-            return torch.contiguous_format
-        smallest = stride * (size if size > 1 else 1)
-    return torch.channels_last if t.dim() == 4 else torch.channels_last_3d
-
-
-def _output_strides(shape: tuple[int, ...], memory_format: torch.memory_format) -> list[int]:
-    """Strides of a new tensor of ``shape`` in ``memory_format`` (the innermost dimension first in ``order``)."""
-    order = {torch.channels_last: (1, 3, 2, 0), torch.channels_last_3d: (1, 4, 3, 2, 0)}.get(memory_format)
-    strides, step = [0] * len(shape), 1
-    for d in order or reversed(range(len(shape))):
-        strides[d] = step
-        step *= max(shape[d], 1)
-    return strides
-
-
-def _dequantize_fma(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
-    """The vector body's dequantization: ``fma(scale, float(q), float32(scale * -zero_point))``."""
-    s = float32(scale)
-    premultiplied = (torch.tensor(s, dtype=F32) * -torch.tensor(float(zero_point), dtype=F32)).item()
-    return fma_float32(q.float(), s, premultiplied)
+    out = None if tuple(a.shape) != shape else dense_strides(shape, suggested_format(a))
+    return shape, [out, broadcast_strides(a, shape), broadcast_strides(b, shape)]
 
 
 def _sum(da: torch.Tensor, db: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -352,33 +241,16 @@ def _vector_requantize(
 ) -> torch.Tensor:
     """The vector body's requantization (ATen's ``QuantizeAvx2``; FBGEMM's ``Quantize`` for qint32)."""
     if dtype == torch.qint32:
-        return _scalar_requantize(c, inv, zero_point, dtype, zp_first)
-    # _mm256_min_ps(NaN, 2**31 - 128) returns 2**31 - 128, as +inf does
-    c = torch.where(torch.isnan(c), float("inf"), c)
-    return per_tensor_codes(c, inv, zero_point, dtype, zero_point_first=False)
-
-
-def _scalar_requantize(
-    c: torch.Tensor, inv: float, zero_point: int, dtype: torch.dtype, zp_first: bool
-) -> torch.Tensor:
-    """The scalar tail's requantization, FBGEMM's scalar ``Quantize`` (float32, clamped in float64)."""
-    qmin, qmax = DTYPE_RANGES[dtype]
-    codes = per_tensor_codes(c, inv, zero_point, torch.qint32, zp_first).clamp_(qmin, qmax)
-    # NaN (inf - inf, with scales near float32's limit) converts to cvttsd2si's 0x80000000, low byte 0
-    return codes.masked_fill_(torch.isnan(codes), -(2**31) if dtype == torch.qint32 else 0)
+        return quantize_val(c, inv, zero_point, dtype, zp_first)
+    return vectorized_quantize(c, inv, zero_point, dtype)
 
 
 def _check_codes(a: object, b: object) -> torch.dtype:
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, torch.Tensor) or t.is_quantized or t.dtype not in ADD_DTYPES:
-            got = (
-                "a quantized tensor (pass its .int_repr())"
-                if isinstance(t, torch.Tensor) and t.is_quantized
-                else (t.dtype if isinstance(t, torch.Tensor) else type(t).__name__)
-            )
             raise TypeError(
                 f"{name} must be a tensor of integer codes: torch.uint8 (quint8), torch.int8 (qint8) or "
-                f"torch.int32 (qint32), the dtypes quantized::add supports; got {got}"
+                f"torch.int32 (qint32), the dtypes quantized::add supports; got {described(t, 'pass its .int_repr()')}"
             )
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)  # the loop above raised otherwise
     if a.dtype != b.dtype:
@@ -397,12 +269,6 @@ def _result_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
             f"a and b must have shapes that broadcast, as quantized::add requires; got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         ) from None
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
-    return value
 
 
 def _add_call(args: tuple, settings: Settings, relu: bool) -> torch.Tensor:

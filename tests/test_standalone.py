@@ -269,6 +269,9 @@ def operations(name: str) -> list[tuple]:
                     call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 1, pairs_saturate=saturate)
                     engine = "qnnpack" if saturate else "fbgemm"
                     call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 0, engine=engine)
+                    call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 0, engine="onednn", pairs_saturate=saturate)
+                    isa = "avx512_core" if saturate else "amx"
+                    call(x8, 0.02, 131, w, sw, zw, bias, 0.07, 77, k % 2 == 1, engine="onednn", isa=isa)
                 else:
                     xf = torch.randn(5, k, generator=gen)
                     call(xf, w, sw, zw, bias, k % 2 == 0, True, pairs_saturate=saturate)
@@ -277,6 +280,9 @@ def operations(name: str) -> list[tuple]:
             call(torch.zeros(2, 3), 0.1, 0, torch.zeros(4, 3, dtype=torch.int8), 0.1, 0, None, 0.1, 0)
             zeros, weight = torch.zeros(2, 3, dtype=torch.uint8), torch.zeros(4, 3, dtype=torch.int8)
             call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, engine="onednn")
+            call(zeros, 0.1, 0, weight, 0.1, 2, None, 0.1, 0, engine="onednn")
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, engine="x86", isa="avx2")
+            call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, engine="onednn", isa="AVX2")
             call(zeros, 0.1, 0, weight, 0.1, 0, None, 0.1, 0, pairs_saturate=False, engine="qnnpack")
             call(zeros, 1e-20, 0, weight, 1e-20, 0, None, 1.0, 0, engine="qnnpack")
         else:
@@ -337,6 +343,32 @@ def operations(name: str) -> list[tuple]:
                         release=release,
                     )
                     call(x8, 0.02, 131, w, 0.01, 0, bias, 0.07, 77, **conv, pairs_saturate=saturate, engine="x86")
+        onednn_layers = [  # oneDNN's kernels: brgemm, strided 1x1, depthwise, small groups, ref, one input channel
+            (6, 7, 1, (3, 3), 1, 1, 1),
+            (9, 5, 1, (1, 1), 2, 0, 1),
+            (16, 16, 16, (3, 3), 1, 1, 1),
+            (16, 16, 4, (3, 3), 2, 1, 1),
+            (8, 8, 2, (1, 1), 1, 0, 1),
+            (6, 8, 2, (3, 3), 1, 1, 2),
+            (1, 16, 1, (3, 3), 1, 1, 1),
+        ]
+        for c, n_out, groups, kernel, stride, padding, dilation in onednn_layers:
+            conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+            x8 = torch.randint(0, 256, (2, c, 9, 8), generator=gen, dtype=torch.uint8)
+            w = torch.randint(-128, 128, (n_out, c // groups, *kernel), generator=gen).to(torch.int8)
+            sw = torch.empty(n_out).uniform_(0.001, 0.02, generator=gen)
+            bias = torch.randn(n_out, generator=gen)
+            for isa in (None, "avx512_core_vnni", "avx512_core", "avx2_vnni", "avx2", "sse41", "amx"):
+                if name == "conv2d_kernel":
+                    args = (c, n_out, kernel, (stride, stride), (padding, padding), (dilation, dilation), groups, True)
+                    call(*args, engine="onednn", isa=isa, input_size=(9, 8), batch=2)
+                    continue
+                zeros = torch.zeros(n_out, dtype=torch.long)
+                call(x8, 0.02, 131, w, sw, zeros, bias, 0.07, 77, **conv, relu=isa is None, engine="onednn", isa=isa)
+            if name == "conv2d":
+                call(x8, 0.02, 131, w, 0.01, 0, None, 0.07, 77, **conv, engine="onednn", pairs_saturate=True)
+                call(x8, 0.02, 131, w, 0.01, 3, None, 0.07, 77, **conv, engine="onednn")
+                call(x8, 0.02, 131, w, 0.01, 0, None, 0.07, 77, **conv, engine="fbgemm", isa="avx2")
         if name == "conv2d":
             zeros, weight = torch.zeros(1, 4, 5, 5, dtype=torch.uint8), torch.zeros(6, 2, 3, 3, dtype=torch.int8)
             call(zeros.float(), 0.1, 0, weight, 0.1, 0, None, 0.1, 0, groups=2, engine="fbgemm")
@@ -496,11 +528,154 @@ def operations(name: str) -> list[tuple]:
         ops.append(("fakequant", name, (), {"observer": "HistogramObserver", "fused": True}, steps))
     elif name == "pairs_saturate_here":
         call()
+    elif name in OPERATOR_CALLS:
+        ops.extend(("call", name, args, kwargs, []) for args, kwargs in OPERATOR_CALLS[name]())
     elif name == "SUPPORTED_RELEASES":
         ops.append(("attr", name, (), {}, []))
     else:
         raise AssertionError(f"no operations for qlib.{name}: add them to tests/test_standalone.py")
     return ops
+
+
+def operator_codes(seed: int) -> list[tuple[torch.Tensor, int]]:
+    """Codes in the layouts the operators' kernels choose by, each with a zero point: quint8 and qint8, contiguous,
+    channels-last, a strided view, (N, C, 1, 1) and 3-d; ties and the ends of the range among them."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (2, 19, 7, 6), generator=gen).to(torch.uint8)
+    x[0, :, 0] = 255
+    x[1, :, 1] = 0
+    signed = (x.int() - 128).to(torch.int8)
+    return [
+        (x, 129),
+        (x.contiguous(memory_format=torch.channels_last), 3),
+        (x.transpose(2, 3), 1),
+        (x[:, :, :1, :1], 129),
+        (x[0], 0),
+        (signed.contiguous(memory_format=torch.channels_last), -3),
+        (signed, 127),
+    ]
+
+
+def _pool_calls(name: str) -> list[tuple[tuple, dict]]:
+    calls: list[tuple[tuple, dict]] = []
+    for codes, zp in operator_codes(11):
+        for release in ("2.13", "2.14"):
+            if name == "max_pool2d":
+                calls += [((codes, 3, 2, 1, 1, True), {}), ((codes, (2, 3), None, (1, 0), 2), {})]
+            elif name == "avg_pool2d":
+                for capability in ("AVX2", "AVX512"):
+                    kwargs = {"release": release, "capability": capability}
+                    calls += [((codes, 0.5, zp, 2), kwargs), ((codes, 0.1, zp, 3, 1, 1, True, False), kwargs)]
+                    calls.append(((codes, 1 / 3, zp, (2, 3), 1, (1, 0), False, True, 5), kwargs))
+            elif name == "adaptive_avg_pool2d":
+                calls += [((codes, 0.5, zp, 1), {"release": release}), ((codes, 0.5, zp, (3, 2)), {"release": release})]
+            else:
+                for dim, keepdim in (((2, 3), False), ((-1,), True), (None, False), ((1,), False)):
+                    if codes.dim() == 4 or dim != (2, 3):
+                        calls.append(((codes, 0.5, zp, dim, keepdim), {"release": release}))
+        if codes.dim() == 4 and codes.dtype == torch.uint8:
+            qnnpack = {"engine": "qnnpack"}
+            calls += {
+                "max_pool2d": [((codes, 3, 1, 1), qnnpack), ((codes, 2, 1, 0, 2), qnnpack), ((codes, 1), qnnpack)],
+                "avg_pool2d": [((codes, 0.0473, zp, (2, 3), 1, (1, 0)), qnnpack)],
+                "adaptive_avg_pool2d": [((codes, 0.0473, zp, (1, 2)), qnnpack)],
+                "mean": [((codes, 0.0473, zp, (2, 3), True), qnnpack)],
+            }[name]
+    bad = torch.zeros(1, 1, 4, 4)
+    calls += (
+        [((bad, 0.1, 0, 2), {}), ((bad.to(torch.uint8), 0.1, 300, 2), {})] if name != "max_pool2d" else [((bad, 2), {})]
+    )
+    return calls
+
+
+def _activation_calls(name: str) -> list[tuple[tuple, dict]]:
+    calls: list[tuple[tuple, dict]] = []
+    ramp = torch.arange(256, dtype=torch.uint8).repeat(3)[:700]
+    cases = operator_codes(12) + [
+        (ramp, 1),
+        (ramp[:672].view(1, 42, 4, 4).contiguous(memory_format=torch.channels_last), 3),
+    ]
+    for codes, zp in cases:
+        for release in ("2.13", "2.14"):
+            for scale in (0.5, 0.0173):
+                kwargs = {"release": release}
+                out_zp = 3 if codes.dtype == torch.uint8 else -5
+                if name == "hardswish":
+                    calls += [((codes, scale, zp, 0.011, out_zp), {**kwargs, "threads": 1})]
+                    calls += [((codes, scale, zp, 0.5, out_zp), {**kwargs, "threads": 2})]
+                elif name == "hardsigmoid":
+                    calls.append(((codes, scale, zp), kwargs))
+                elif name == "sigmoid":
+                    calls += [((codes, scale, zp), kwargs), ((codes, scale, zp, 0.02, out_zp), kwargs)]
+                else:
+                    calls += [((codes, scale, zp, -0.75, 2.5), kwargs), ((codes, scale, zp, 0.0, 6.0), kwargs)]
+                    calls += [
+                        ((codes, scale, zp, None, 1.5 * scale), kwargs),
+                        ((codes, scale, zp, 0.25 * scale), kwargs),
+                    ]
+        if codes.dtype == torch.uint8 and name in ("hardswish", "clamp", "sigmoid"):
+            args = {
+                "hardswish": (codes, 0.5, zp, 0.031, 9),
+                "clamp": (codes, 0.5, zp, 0.0, 6.0),
+                "sigmoid": (codes, 0.5, zp, 0.02, 0),
+            }
+            calls.append((args[name], {"engine": "qnnpack"}))
+    calls += [((torch.zeros(3), 0.1, 0, 0.1, 0), {}), ((torch.zeros(3, dtype=torch.uint8), 0.1, 0), {})]
+    return calls
+
+
+def _functional_calls(name: str) -> list[tuple[tuple, dict]]:
+    calls: list[tuple[tuple, dict]] = []
+    cases = operator_codes(13)
+    for (a, za), (b, zb) in zip(cases, cases[1:] + cases[:1], strict=True):
+        for release in ("2.13", "2.14"):
+            kwargs = {"release": release}
+            if name == "mul" and a.dtype == b.dtype:
+                calls.append(
+                    ((a, 0.1, za, b, 0.05, zb, 0.2, 7 if a.dtype == torch.uint8 else -7, release == "2.13"), kwargs)
+                )
+                if a.dim() == 4:
+                    calls.append(((a[:, :, :1, :1], 100.0, 0, a, 100.0, 0, 1e-3, 0), {"threads": 1}))
+            elif name == "cat" and a.dtype == b.dtype and a.dim() == b.dim():
+                if a.shape[2:] == b.shape[2:]:
+                    for dim in (1, -3):
+                        for relu in (False, True):
+                            calls.append((([(a, 0.5, za), (b, 0.25, zb), (a, 1.0, 1)], dim, 1.0, 1, relu), kwargs))
+                if a.shape == b.shape:
+                    calls.append((([(a, 0.5, za), (b, 0.1, zb)], 0, 0.1, zb), kwargs))
+            elif name in ("add_scalar", "mul_scalar"):
+                for other in (0.5, 13.0, -100.0, 0.0, -0.7, 3):
+                    calls.append(((a, 0.1, za, other, other == 13.0), kwargs))
+    calls += [(([(torch.zeros(2), 0.1, 0)], 0, 0.1, 0), {}), (([], 0, 0.1, 0), {})] if name == "cat" else []
+    calls += [((torch.zeros(2), 0.1, 0, 1.0), {}), ((torch.zeros(2, dtype=torch.uint8), 0.1, 0, "1"), {})]
+    return calls
+
+
+def _batch_norm_calls() -> list[tuple[tuple, dict]]:
+    calls: list[tuple[tuple, dict]] = []
+    gen = torch.Generator().manual_seed(14)
+    stats = (torch.randn(19, generator=gen), torch.randn(19, generator=gen), torch.randn(19, generator=gen))
+    var = torch.rand(19, generator=gen) * 3 + 1e-3
+    for codes, zp in operator_codes(14):
+        if codes.dim() == 4:
+            for relu in (False, True):
+                out_zp = 100 if codes.dtype == torch.uint8 else -5
+                calls.append(((codes, 0.05, zp, *stats, var, 1e-5, 0.1, out_zp, relu), {"release": "2.14"}))
+    calls.append(((codes[0], 0.05, zp, *stats, var, 1e-5, 0.1, 0), {}))
+    calls.append(((codes, 0.05, zp, *stats, var[:3], 1e-5, 0.1, 0), {}))
+    return calls
+
+
+# The operators of the torchvision models: each name's calls, built when its file is checked
+OPERATOR_CALLS = {
+    **{
+        name: (lambda name=name: _pool_calls(name))
+        for name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean")
+    },
+    **{name: (lambda name=name: _activation_calls(name)) for name in ("hardswish", "hardsigmoid", "sigmoid", "clamp")},
+    **{name: (lambda name=name: _functional_calls(name)) for name in ("mul", "cat", "add_scalar", "mul_scalar")},
+    "batch_norm2d": _batch_norm_calls,
+}
 
 
 def explain_layer_operations() -> list[tuple]:
