@@ -239,7 +239,7 @@ def probe(
     Chapter: "Rounding" (book/04_rounding).
 
     >>> print(probe())  # doctest: +SKIP
-    torch 2.14.1+cu130 on cpu (x86_64, CPU capability AVX512); 12,288 inputs per path
+    torch 2.14.1+cu130 on cpu (x86_64, CPU capability AVX512); 42,840 inputs per path
     per tensor quint8: zero point after rounding; rint(float32(x * (1.0f/scale))) + zero_point [...]
     ...
     """

@@ -161,6 +161,9 @@ def add(
     tail = ~in_body
     ae, be = a.expand(shape), b.expand(shape)
     inv = float32_reciprocal(s)
+    if bool(in_body.all()):  # the common case, every element in the vector body: no masks to gather through
+        c = _sum(vectorized_dequantize(ae, sa, za), vectorized_dequantize(be, sb, zb), relu)
+        return _vector_requantize(c, inv, z, dtype, zero_point_first).to(a.dtype).contiguous()
     codes = torch.empty(shape, dtype=a.dtype)
     if in_body.any():  # the vector body: FMA dequantization, ATen's QuantizeAvx2
         c = _sum(vectorized_dequantize(ae[in_body], sa, za), vectorized_dequantize(be[in_body], sb, zb), relu)

@@ -18,11 +18,14 @@ weight codes ``w`` it computes, per output element:
 3. Requantization in float32 (FBGEMM ``requantizeOutputProcessingAvx2``):
    ``ats = float32(x_scale) * w_scale[n]`` and ``mult = ats / float32(scale)``; the float bias
    is added in units of the accumulator, ``fma(bias, float32(1 / double(ats)), raw)`` per
-   tensor (one rounding: the compiler fused it) and ``raw + bias / ats`` per channel; then
+   tensor (one rounding: the compiler fused the multiply and the add, in the 2.13.0+cpu and 2.14.1
+   x86 wheels measured; another build could round twice) and ``raw + bias / ats`` per channel; then
    ``rint(v * mult)`` (an out-of-range result becomes ``-2**31``), plus the output zero point,
    clamped to 0..255; a fused ReLU is ``max(q, zero_point)``.
 
-The ``qnnpack`` engine (PyTorch's default on ARM; it runs on x86 too) computes the same layer
+The ``qnnpack`` engine (the default of PyTorch's mobile builds; Linux builds with oneDNN, ARM ones
+included, default to ``onednn`` unless FBGEMM supports the CPU: ``Context::qEngine`` in
+https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/Context.cpp; it runs on x86 too) computes the same layer
 differently (``PackedLinearWeightsQnnp::apply_impl`` in ``qlinear.cpp``, the kernel
 ``pytorch_q8gemm_ukernel_4x4c2__sse2`` under ``qnnpack/src/q8gemm/``):
 
