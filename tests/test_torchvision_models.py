@@ -1,13 +1,16 @@
 """torchvision's quantizable models, run integer by integer: qlib.run gives torch's output bit for bit, and
 qlib.compare finds every step of the converted model exact.
 
-Each model is built with random weights (``weights=None``), fused, prepared with FBGEMM's default
+Each model is built with random weights (``weights=None``), fused, prepared with the engine's default
 qconfig, calibrated on two small random batches and converted, as torchvision's quantization recipe
-does; inputs are as small as each model takes.
+does, on the ``fbgemm`` engine and on the default ``x86`` one (whose convolutions run on oneDNN on a
+Linux CPU with AVX512-VNNI); inputs are as small as each model takes. resnet18 and mobilenet_v2 also go
+through PT2E (``torch.export``, the X86InductorQuantizer, ``convert_pt2e``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
@@ -37,8 +40,8 @@ MODELS = [
 ]
 
 
-def converted(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(the fused float model, the quantized one) for torchvision's quantizable ``name``."""
+def converted(name: str, size: int, engine: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the fused float model, the quantized one) for torchvision's quantizable ``name`` on ``engine``."""
     torch.manual_seed(0)
     extra = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
     with warnings.catch_warnings():
@@ -46,7 +49,7 @@ def converted(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
         model = getattr(torchvision_models, name)(weights=None, quantize=False, **extra).eval()
         model.fuse_model()
         fused = copy.deepcopy(model)
-        model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+        model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
         prepared = torch.ao.quantization.prepare(model)
         with torch.no_grad():
             for _ in range(2):
@@ -54,24 +57,39 @@ def converted(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
         return fused, torch.ao.quantization.convert(prepared)
 
 
+@contextlib.contextmanager
+def one_thread_on(engine: str):
+    """``engine`` for the weights packed inside, on one thread: the suite's workers share the cores, and torch's
+    threads, spinning while they wait for a busy core, make a model tens of times slower there (run and compare
+    follow the thread count)."""
+    before, threads = torch.backends.quantized.engine, torch.get_num_threads()
+    torch.backends.quantized.engine = engine
+    torch.set_num_threads(1)
+    try:
+        yield engine
+    finally:
+        torch.backends.quantized.engine = before
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["fbgemm", "x86"])
+def engine(request):
+    with one_thread_on(request.param):
+        yield request.param
+
+
 @pytest.fixture
 def fbgemm():
-    """The fbgemm engine, on one thread: the suite's workers share the cores, and torch's threads, spinning while
-    they wait for a busy core, make a model tens of times slower there (run and compare follow the thread count)."""
-    engine, threads = torch.backends.quantized.engine, torch.get_num_threads()
-    torch.backends.quantized.engine = "fbgemm"
-    torch.set_num_threads(1)
-    yield
-    torch.backends.quantized.engine = engine
-    torch.set_num_threads(threads)
+    with one_thread_on("fbgemm"):
+        yield
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_a_torchvision_model_runs_bit_for_bit(name, fbgemm):
+def test_a_torchvision_model_runs_bit_for_bit(name, engine):
     """qlib.run, on qlib's own integers, gives torch's output, and compare finds each step exact (computed from
     torch's own inputs; run's steps after a convolution can differ: test_run_keeps_a_convolutions_layout)."""
     size = SIZES.get(name, 32)
-    fused, quantized = converted(name, size)
+    fused, quantized = converted(name, size, engine)
     x = torch.randn(1, 3, size, size)
     start = time.perf_counter()
     with torch.no_grad():
@@ -106,3 +124,29 @@ def test_run_keeps_a_convolutions_layout(fbgemm):
         expected = quantized(torch.randn(1, 3, 8, 8))
     assert expected.is_contiguous(memory_format=torch.channels_last)
     assert qlib.run(quantized, torch.randn(1, 3, 8, 8)).activations["1"].codes.stride() == expected.stride()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_a_pt2e_torchvision_model_runs_bit_for_bit(name):
+    """The same models through PT2E, as torchao's X86InductorQuantizer quantizes them: qlib.run on the converted
+    reference graph (q/dq by qlib, the float ops between them by torch) gives torch's output bit for bit."""
+    pt2e = pytest.importorskip("torchao.quantization.pt2e.quantize_pt2e")
+    x86 = pytest.importorskip("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(torchvision_models, name)(weights=None, quantize=False).eval()
+        x = torch.randn(1, 3, 32, 32)
+        exported = torch.export.export(model, (x,)).module()
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared = pt2e.prepare_pt2e(exported, quantizer)
+        for _ in range(2):
+            prepared(torch.randn(1, 3, 32, 32))
+        converted_graph = pt2e.convert_pt2e(prepared)
+    with torch.no_grad():
+        expected = converted_graph(x)
+    result = qlib.run(converted_graph, x)
+    quantize_steps = [a for a in result.activations.values() if a.op.startswith("quantize")]
+    assert len(quantize_steps) > 10, [a.op for a in result.activations.values()][:20]
+    output = result.output.codes
+    assert output.dtype == expected.dtype and torch.equal(output, expected), f"{name}: qlib.run differs from torch"
