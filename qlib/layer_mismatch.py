@@ -92,8 +92,12 @@ says at how many elements the reference disagrees.
 
 Layers: ``torch.ao.nn.quantized.Linear`` and ``Conv2d`` (and ``LinearReLU``, ``ConvReLU2d``) whose
 weights FBGEMM packed (the ``x86`` and ``fbgemm`` engines), a Linear packed by qnnpack, and
-``quantized::add`` through ``QFunctional`` (``qf``, ``qf.add`` or ``qf.add_relu``). A Conv2d that
-the ``x86`` engine gave to oneDNN is not yet explained (``packed_backend`` says which). Torch's
+``quantized::add`` through ``QFunctional`` (``qf``, ``qf.add`` or ``qf.add_relu``). A Conv2d or
+Linear packed by oneDNN (the ``x86`` engine's convolutions on Linux CPUs with AVX512-VNNI, the
+``onednn`` engine) is explained where oneDNN's kernel sums exactly (the VNNI and AMX kernels; those
+of other CPUs saturate pairs and are refused): torch's side is then ``qlib.onednn``'s float32
+requantization, which adds the zero point *before* rounding, so a reader's ``rint(v) + zp`` is the
+*order* choice there, with *bias* (an int32 bias) and *precision* (float64). Torch's
 side is qlib's model of each: ``qlib.linear`` (``PackedLinearWeight::apply_impl`` in ``qlinear.cpp``
 above), ``qlib.conv2d`` (``PackedConvWeight<2>::apply_impl`` in
 https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/quantized/cpu/qconv.cpp) and
@@ -120,6 +124,16 @@ import torch.ao.nn.quantized as nnq
 from qlib import checks
 from qlib.dequant import per_tensor_values
 from qlib.numerics import INT16_MAX, INT16_MIN, float32, float32_reciprocal, fma_float32, wrap_int32
+from qlib.onednn import (
+    OnednnArithmetic,
+    onednn_conv_arithmetic,
+    onednn_dst_scale,
+    onednn_isa_for,
+    onednn_linear_arithmetic,
+    onednn_linear_kernel,
+    onednn_linear_weight_scales,
+    onednn_src_scale,
+)
 from qlib.quantized_add import VECTOR_WIDTHS, add, vector_lanes
 from qlib.quantized_conv import conv2d, conv2d_kernel
 from qlib.quantized_linear import bias_int32, linear, pairs_saturate_here, weight_of, weight_qparams
@@ -150,7 +164,7 @@ LAYER_CHOICES: dict[str, str] = {
     "all_vector": "vector_vs_scalar",  # add: the vector body's arithmetic on every element
     "all_scalar": "vector_vs_scalar",  # add: the scalar tail's on every element
     "zp_before": "zero_point_order",  # the zero point added before rounding, on every element
-    "zp_after": "zero_point_order",  # add in torch 2.13: after rounding, on every element
+    "zp_after": "zero_point_order",  # add in torch 2.13 and oneDNN layers: after rounding, on every element
     "float64": "scale_precision",
     "multiplier64": "scale_precision",
     "fma": "fused_multiply_add",
@@ -483,6 +497,92 @@ class GemmElements:
         return "y" if "float64" in v else "v"
 
 
+class OnednnElements:
+    """The differing output elements of a Linear or Conv2d that torch runs on oneDNN: their exact int32 sums
+    ``sum (x - x_zero_point) * w`` and the layer's parameters, for the float32 requantization ``qlib.onednn``
+    describes (kernels whose pairs never saturate and that take the zero point off in int32)."""
+
+    def __init__(
+        self,
+        raw: torch.Tensor,
+        channel: torch.Tensor,
+        x_scale: float,
+        weight_scale: torch.Tensor,
+        onednn_weight_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        scale: float,
+        zero_point: int,
+        arithmetic: OnednnArithmetic,
+        kernel: str,
+    ) -> None:
+        self.raw, self.sx, self.s, self.z = raw, x_scale, scale, zero_point
+        self.sw64 = weight_scale.double()[channel]
+        self.sw32 = onednn_weight_scale[channel]  # as oneDNN multiplies by it
+        self.bias = None if bias is None else bias[channel]
+        self.arithmetic, self.kernel = arithmetic, kernel
+        self.saturates, self.fused = False, False
+        # oneDNN adds the zero point before rounding: a reader's choice is to add it after
+        self.dims: list[tuple[str, ...]] = [("bias_divide",), ("zp_after",), ("float64",)]
+
+    def effective(self, choice: str, v: Variant) -> bool:
+        if choice == "bias_divide":
+            return self.bias is not None
+        return True
+
+    def compute(self, v: Variant) -> Candidate:
+        before = "zp_after" not in v
+        z = self.z
+        raw = self.raw
+        if "float64" in v:
+            ats64 = self.sx * self.sw64
+            if self.bias is not None and "bias_divide" in v:
+                y = (raw.double() + torch.round(self.bias.double() / ats64)) * ats64
+            else:
+                y = raw.double() * ats64 + (0.0 if self.bias is None else self.bias.double())
+            q = y / self.s
+            pre, rounded = y, (q + z if before else q)
+        else:
+            sx = torch.tensor(onednn_src_scale(self.sx))
+            if self.bias is not None and "bias_divide" in v:
+                ats = (sx * self.sw32).double()
+                raw = wrap_int32(raw + torch.round(self.bias.double() / ats).clamp(-(2.0**31), 2.0**31 - 1).long())
+            acc = raw.float()
+            separate = self.arithmetic.scales == "separate"
+            w = (acc * sx) * self.sw32 if separate else acc * (sx * self.sw32)
+            if self.bias is not None and "bias_divide" not in v:
+                w = w + self.bias
+            dst = onednn_dst_scale(self.s)
+            p = w / dst if self.arithmetic.dst == "divide" else w * float32_reciprocal(dst)
+            pre, rounded = w.double(), (p + float32(z) if before else p).double()
+        unclamped = rounded.round() if before else rounded.round() + z
+        return Candidate(pre, rounded, unclamped, torch.full(raw.shape, before))
+
+    def rule(self, v: Variant, k: int, sums: bool = True) -> str:
+        parts = ["exact int32 sum"] if sums else []
+        float64 = "float64" in v
+        if self.bias is not None:
+            if "bias_divide" in v:
+                parts.append("int32 bias round(bias / (x_scale * w_scale))")
+            else:
+                parts.append("float bias")
+        if float64:
+            parts.append("float64")
+        else:
+            order = "acc * (sx * sw)" if self.arithmetic.scales == "combined" else "(acc * sx) * sw"
+            last = "/ D" if self.arithmetic.dst == "divide" else "* (1 / D)"
+            parts.append(f"float32 {order} {last}")
+        parts.append("zp after rounding" if "zp_after" in v else "zp before rounding")
+        return ", ".join(parts)
+
+    def note(self, cause: str, k: int) -> str:
+        if cause == "int32_bias" and self.bias is not None:
+            return f"bias {self.bias[k].item()!r}; "
+        return ""
+
+    def pre_name(self, v: Variant) -> str:
+        return "y" if "float64" in v else "v"
+
+
 class AddElements:
     """The differing output elements of ``quantized::add``: both inputs' codes, the path torch
     computes each on, and the three scales and zero points."""
@@ -570,7 +670,7 @@ class AddElements:
         return "c"
 
 
-Elements = GemmElements | AddElements
+Elements = GemmElements | OnednnElements | AddElements
 
 
 def candidates(elements: Elements) -> dict[Variant, Candidate]:
@@ -917,7 +1017,8 @@ def explain_layer(
 
     ``layer`` is a converted eager module: ``torch.ao.nn.quantized.Linear`` or ``Conv2d`` (or
     ``torch.ao.nn.intrinsic.quantized.LinearReLU``, ``ConvReLU2d``), its weight packed by FBGEMM
-    (the ``x86`` and ``fbgemm`` engines; a Linear also by qnnpack), or, for ``quantized::add``, a
+    (the ``x86`` and ``fbgemm`` engines; a Linear also by qnnpack) or by oneDNN (where its kernels
+    sum exactly: see the module docstring), or, for ``quantized::add``, a
     ``torch.ao.nn.quantized.QFunctional`` (its ``add``; pass ``qf.add_relu`` for ``add_relu``).
     ``x`` is the layer's quantized input (for add, a pair of them), or ``(codes, scale,
     zero_point)`` of it; for add, the codes' strides are the layout torch iterates in. ``manual``
@@ -1038,11 +1139,10 @@ def explain_gemm(
     """``explain_layer`` for a Linear or a Conv2d."""
     packed = module._packed_params._packed_params if kind == "Linear" else module._packed_params
     backend = packed_backend(packed)
-    if backend == "onednn" or (kind == "Conv2d" and backend != "fbgemm"):
+    if kind == "Conv2d" and backend not in ("fbgemm", "onednn"):
         raise ValueError(
-            f"this {kind}'s weight was packed for {backend} (torch runs it there whatever the engine is now): "
-            f"explain_layer does not yet explain a {backend} {kind}; set torch.backends.quantized.engine = 'fbgemm' "
-            "before prepare and convert"
+            f"this Conv2d's weight was packed for {backend} (torch runs it there whatever the engine is now): "
+            "explain_layer explains convolutions packed for FBGEMM or oneDNN (the x86, fbgemm and onednn engines)"
         )
     if kind == "Conv2d" and (packed.transpose() or getattr(module, "padding_mode", "zeros") != "zeros"):
         raise ValueError("explain_layer explains Conv2d with zero padding, not transposed or other padding modes")
@@ -1052,10 +1152,30 @@ def explain_gemm(
     per_channel, sw64, zw = weight_qparams(weight_scale, weight_zero_point, n_out)
     s, z = float(module.scale), int(module.zero_point)
     common = (codes, sx, zx, weight, weight_scale, weight_zero_point, bias, s, z)
+    onednn: tuple[str, OnednnArithmetic] | None = None
+    if kind == "Linear" and backend == "onednn":
+        name = onednn_linear_kernel(onednn_isa_for(None, pairs_saturate))
+        onednn = (name, onednn_linear_arithmetic(name))
+    elif backend == "onednn":
+        pair = lambda t: (int(t[0]), int(t[1]))  # noqa: E731
+        size, kernel_size = pair(codes.shape[2:]), pair(weight.shape[2:])
+        shape = (int(codes.shape[1]), n_out, kernel_size, pair(packed.stride()), pair(packed.padding()))
+        layer = (*shape, pair(packed.dilation()), int(packed.groups()))
+        name = conv2d_kernel(
+            *layer, True, engine="onednn", pairs_saturate=pairs_saturate, input_size=size, batch=codes.shape[0]
+        ).removeprefix("oneDNN ")
+        onednn = (name, onednn_conv_arithmetic(name, *layer, size))
+    if onednn is not None and (onednn[1].pairs != "none" or onednn[1].compensation != "int"):
+        raise ValueError(
+            f"torch runs this {kind} on oneDNN's {onednn[0]} kernel, whose "
+            + ("pairs of products saturate" if onednn[1].pairs != "none" else "zero-point compensation is in float32")
+            + ": explain_layer explains oneDNN's kernels with exact int32 sums only (those of CPUs with VNNI: "
+            "pairs_saturate=False)"
+        )
     if kind == "Linear":
-        engine = backend if backend == "qnnpack" else "x86"
+        engine = backend if backend in ("qnnpack", "onednn") else "x86"
         t = linear(*common, relu, pairs_saturate=pairs_saturate, release=release, engine=engine).long()
-        saturates = backend != "qnnpack" and (pairs_saturate_here() if pairs_saturate is None else pairs_saturate)
+        saturates = backend == "fbgemm" and (pairs_saturate_here() if pairs_saturate is None else pairs_saturate)
         fused = True
         k = weight.shape[1]
         rows = codes.reshape(-1, k)
@@ -1068,7 +1188,7 @@ def explain_gemm(
         stride, padding = tuple(packed.stride()), tuple(packed.padding())
         dilation, groups = tuple(packed.dilation()), packed.groups()
         t = conv2d(
-            *common, stride, padding, dilation, groups, relu, pairs_saturate=pairs_saturate, engine="fbgemm",
+            *common, stride, padding, dilation, groups, relu, pairs_saturate=pairs_saturate, engine=backend,
             release=release,
         ).long()  # fmt: skip
         _, in_g, kh, kw = weight.shape
@@ -1077,7 +1197,7 @@ def explain_gemm(
         kernel = conv2d_kernel(*conv, engine="fbgemm", pairs_saturate=pairs_saturate)
         vnni = torch.cpu._is_vnni_supported() if pairs_saturate is None else not pairs_saturate
         gemm = pairs_saturate_here() if pairs_saturate is None else pairs_saturate
-        saturates = {"depthwise": True, "groupwise": not vnni}.get(kernel, gemm)
+        saturates = onednn is None and {"depthwise": True, "groupwise": not vnni}.get(kernel, gemm)
         fused = per_channel or not (kernel == "depthwise" and release == "2.14")
         k = in_g * kh * kw
         n, c, h, w = codes.shape
@@ -1114,9 +1234,15 @@ def explain_gemm(
     corrections = zx * column_sums[channel] + x_sums * zw[channel]
     raw, raw_other = (saturated, exact) if saturates else (exact, saturated)
     raw, raw_other = wrap_int32(raw - corrections).long(), wrap_int32(raw_other - corrections).long()
-    elements = GemmElements(
-        raw, raw_other, channel, sx, sw64, bias, s, z, per_channel, backend, fused, saturates, release
-    )
+    elements: GemmElements | OnednnElements
+    if onednn is None:
+        elements = GemmElements(
+            raw, raw_other, channel, sx, sw64, bias, s, z, per_channel, backend, fused, saturates, release
+        )
+    else:
+        sw = onednn_linear_weight_scales(sw64, per_channel) if kind == "Linear" else sw64.float()
+        elements = OnednnElements(raw, channel, sx, sw64, sw, bias, s, z, onednn[1], onednn[0])
+        backend = f"oneDNN ({onednn[0]})"
     torch_range = (z if relu else 0, 255)
     clamps = clamp_ranges(torch.quint8, torch_range, z if relu else None, quant_range)
     sums = "sums in saturating int16 pairs" if saturates else "exact int32 sums"
