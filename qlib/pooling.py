@@ -22,7 +22,7 @@ runs QNNPACK's own kernels for quint8 codes (without ``ceil_mode`` for the pooli
 modelled here (QNNPACK's sources: ``aten/src/ATen/native/quantized/cpu/qnnpack/src/q8avgpool``
 and ``q8gavgpool``, their SSE2 kernels): its max pooling gives the same codes as the other engines;
 its average, adaptive average and global average (``mean`` over (2, 3)) poolings multiply the
-window's ``acc`` by one float32 factor, :func:`qnnpack_pool_scale`. Its max pooling with a
+window's ``acc`` by one float32 factor, ``qnnpack_pool_scale`` (in this module). Its max pooling with a
 dilation above 1 gives other codes, which qlib does not model: it raises ``NotImplementedError``.
 """
 
@@ -162,7 +162,7 @@ def avg_pool2d(
     * ``engine="qnnpack"`` (quint8 codes, no ``ceil_mode``; ``qnnpack_avg_pool2d``): QNNPACK ignores
       ``count_include_pad`` and ``divisor_override``, divides every window by ``kH * kW`` (the padding
       counts as the zero point) and computes ``rint(float32(acc * m)) + zero_point``, saturated, on
-      every channel, whatever the layout, release or CPU, with ``m`` :func:`qnnpack_pool_scale`
+      every channel, whatever the layout, release or CPU, with ``m`` ``qnnpack_pool_scale`` (in this module)
       of ``kH * kW``. It takes 4-d input only and refuses a 1x1 window.
 
     ``kernel_size``, ``stride`` (None: the kernel size) and ``padding`` (at most half the kernel)
@@ -340,7 +340,7 @@ def mean(
     quantizer; ``engine`` (None: ``torch.backends.quantized.engine``): on ``"qnnpack"`` a quint8 4-d
     tensor reduced over ``dim`` given as exactly (2, 3) runs QNNPACK's global average pooling instead
     (``qnnpack_mean``): ``rint(float32(acc * m)) + zero_point``, saturated, with ``acc`` the codes'
-    sum less ``H * W * zero_point`` and ``m`` :func:`qnnpack_pool_scale` of ``H * W``. The result is
+    sum less ``H * W * zero_point`` and ``m`` ``qnnpack_pool_scale`` (in this module) of ``H * W``. The result is
     contiguous, or dense in the layout torch's ``at::mean`` gives the float result on the second path.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
