@@ -199,6 +199,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_histogram.py
 	$(BIN)/python benchmarks/bench_linear.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_llm_weights.py
 
 ## make clean: remove the built book and the test artifacts
 clean:

@@ -11,7 +11,7 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights
     4 tools       integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
@@ -31,6 +31,20 @@ from qlib.functional import add_scalar, cat, mul, mul_scalar
 from qlib.histogram import HistogramObserver
 from qlib.integer_model import Activation, Comparison, LayerComparison, Run, compare, run
 from qlib.layer_mismatch import explain_layer
+from qlib.llm_weights import (
+    dequantize_activation_per_token,
+    dequantize_per_group,
+    int4_weight_cpu,
+    int8_weight,
+    intx_weight,
+    linear_int4_cpu,
+    linear_int8_dynamic,
+    linear_int8_weight_only,
+    linear_intx,
+    pack_int4_for_cpu,
+    quantize_int4_tinygemm,
+    quantize_per_group,
+)
 from qlib.mismatch import Report, Row, explain
 from qlib.numerics import float32_reciprocal, fma_float32
 from qlib.observers import (
@@ -100,15 +114,27 @@ __all__ = [
     "clamp",
     "conv2d",
     "conv2d_kernel",
+    "dequantize_activation_per_token",
+    "dequantize_per_group",
     "hardsigmoid",
     "hardswish",
+    "int4_weight_cpu",
+    "int8_weight",
+    "intx_weight",
     "linear",
     "linear_dynamic",
+    "linear_int4_cpu",
+    "linear_int8_dynamic",
+    "linear_int8_weight_only",
+    "linear_intx",
     "max_pool2d",
     "mean",
     "mul",
     "mul_scalar",
+    "pack_int4_for_cpu",
     "pairs_saturate_here",
+    "quantize_int4_tinygemm",
+    "quantize_per_group",
     "relu",
     "sigmoid",
     # 4 tools

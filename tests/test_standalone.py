@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from inputs import mixed_values
+from inputs import mixed_values, nudge
 
 import qlib
 from qlib.standalone import generate, main
@@ -666,7 +666,179 @@ def _batch_norm_calls() -> list[tuple[tuple, dict]]:
     return calls
 
 
-# The operators of the torchvision models: each name's calls, built when its file is checked
+LLM_KINDS = ("normal", "positive", "equal", "zeros", "ties", "huge", "tiny")
+LLM_WEIGHT_NAMES = (
+    "quantize_per_group",
+    "dequantize_per_group",
+    "int8_weight",
+    "intx_weight",
+    "quantize_int4_tinygemm",
+    "pack_int4_for_cpu",
+    "int4_weight_cpu",
+    "linear_int8_dynamic",
+    "linear_int8_weight_only",
+    "dequantize_activation_per_token",
+    "linear_intx",
+    "linear_int4_cpu",
+)
+
+
+def llm_values(n: int, k: int, group: int, dtype: torch.dtype, seed: int, kind: str, bits: int = 8) -> torch.Tensor:
+    """An (n, k) weight or activation whose groups of ``group`` sit on torchao's edges, the kinds of
+    tests/test_llm_weights.py: one sign, equal groups, zero groups, ties, magnitudes near float32's ends."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, generator=gen) * float(torch.empty(1).uniform_(-8, 4, generator=gen).exp())
+    groups = x.view(n, k // group, group)
+    if kind == "positive":
+        x = x.abs() if seed % 2 else -x.abs()
+    elif kind == "equal":
+        groups.copy_(groups[..., :1].expand_as(groups))
+        groups[0, 0] = 0.0
+    elif kind == "zeros":
+        groups.masked_fill_(torch.rand(n, k // group, 1, generator=gen) < 0.5, 0.0)
+    elif kind == "ties":  # scale = step: j + 0.5 steps tie in torchao's rounding, j steps in tinygemm's
+        step, half = 2.0 ** int(torch.randint(-12, 4, (1,), generator=gen)), (2**bits - 1) / 2
+        j = torch.randint(-int(half), int(half), groups.shape, generator=gen).float()
+        groups.copy_((j + 0.5 * (torch.rand(j.shape, generator=gen) < 0.5)) * step)
+        groups[..., 0], groups[..., 1] = -half * step, half * step
+    elif kind == "huge":
+        x = torch.randn(n, k, generator=gen).sign() * torch.empty(n, k).uniform_(1e30, 3e38, generator=gen)
+        x[0, 0] = 3.3e38 if dtype == torch.bfloat16 else 3.4e38
+    elif kind == "tiny":
+        x = torch.randn(n, k, generator=gen) * 1e-39
+        x[0, :2] = torch.tensor([1e-45, -1e-45])
+    if kind in ("normal", "ties"):
+        x = nudge(x, torch.randint(-2, 3, x.shape, generator=gen) * (torch.rand(x.shape, generator=gen) < 0.2))
+    return x.to(dtype)
+
+
+def _llm_weight_calls(name: str) -> list[tuple[tuple, dict]]:
+    """torchao's weights of every kind, group size (32 to 256; int4: 32 to 128), K = 1 to 3 groups, N from 1,
+    float32 and bfloat16, on both int4 layouts (AVX512, AVX2); then arguments torchao or torch refuse."""
+    calls: list[tuple[tuple, dict]] = []
+    bf16 = torch.bfloat16
+    for i, kind in enumerate(LLM_KINDS):
+        for dtype in (F32, bf16):
+            seed = 20 + 2 * i + (dtype == bf16)
+            group, blocks, n, bits = (32, 64, 128, 256)[seed % 4], 1 + seed % 3, (1, 2, 5, 16)[i % 4], (8, 4, 2)[i % 3]
+            k = group * blocks
+            w = llm_values(n, k, group, dtype, seed, kind, bits)
+            if name == "quantize_per_group":
+                calls += [((w, group, bits, symmetric), {}) for symmetric in (True, False)]
+                calls += [((w, None, bits), {}), ((w.reshape(1, n, k), group, 8, True, F32, 2**-23), {})]
+            elif name == "dequantize_per_group":
+                for symmetric, group_size in ((True, group), (False, group), (False, None)):
+                    codes, scale, zero_point = qlib.quantize_per_group(w, group_size, bits, symmetric)
+                    calls += [((codes, scale, zero_point, out), {}) for out in (F32, bf16)]
+            elif name == "int8_weight":
+                calls += [((w,), {}), ((w, group), {})]
+            elif name == "intx_weight":
+                calls += [((w, group, bits, symmetric), {}) for symmetric in (True, False)]
+                calls.append(((w, None), {}))
+            elif name == "dequantize_activation_per_token":
+                x = w * 1e-30 if kind == "huge" else w
+                calls += [((x,), {}), ((x.reshape(n, blocks, group),), {})]
+            elif name in ("quantize_int4_tinygemm", "int4_weight_cpu", "pack_int4_for_cpu", "linear_int4_cpu"):
+                group, n = (32, 64, 128)[seed % 3], (16, 48, 64, 80, 112)[i % 5]
+                w = llm_values(n, group * blocks, group, dtype, seed, kind, 4)
+                if name == "quantize_int4_tinygemm":
+                    calls.append(((w, group), {}))
+                elif name == "int4_weight_cpu":
+                    calls += [((w, group, capability), {}) for capability in (None, "AVX2", "AVX512")]
+                elif name == "pack_int4_for_cpu" and kind != "huge":
+                    codes = qlib.quantize_int4_tinygemm(w, group)[0]
+                    calls += [((codes, capability), {}) for capability in (None, "AVX2", "avx512")]
+                elif name == "linear_int4_cpu":
+                    w = llm_values(n, group * blocks, group, dtype, seed, "normal", 4)
+                    x = llm_values(1 + i % 3, group * blocks, group, F32, seed + 1, kind)
+                    x = (x * 1e-30 if kind == "huge" else x).to(dtype)
+                    bias = torch.randn(n, generator=torch.Generator().manual_seed(seed)).to(dtype) if i % 2 else None
+                    for capability in (None, "AVX2", "AVX512"):
+                        qdata, scale_and_zero = qlib.int4_weight_cpu(w, group, capability)
+                        calls.append(((x, qdata, scale_and_zero, group, bias, capability), {}))
+            else:  # the Linears: a normal weight, activations of every kind (huge ones scaled into the matmul's range)
+                w = llm_values(n, k, group, dtype, seed, "normal", 4 if name == "linear_intx" else 8)
+                m = (1, 3, 4, 7)[i % 4]
+                x = llm_values(m, k, k, F32, seed + 1, kind)
+                x = (x * 1e-30 if kind == "huge" else x).to(dtype)
+                x = x.reshape(1, m, k) if i % 2 else x
+                bias = torch.randn(n, generator=torch.Generator().manual_seed(seed)).to(dtype) if seed % 2 else None
+                if name == "linear_int8_dynamic":
+                    qdata, scale, _ = qlib.int8_weight(w)
+                    calls += [((x, qdata, scale, bias), {"pairs_saturate": s}) for s in (None, True, False)]
+                elif name == "linear_int8_weight_only":
+                    for group_size in (None, group):
+                        calls.append(((x, *qlib.int8_weight(w, group_size), bias), {}))
+                else:
+                    qdata, scale, zero_point = qlib.intx_weight(w, group)
+                    calls += [((x, qdata, scale, zero_point, bias, dynamic), {}) for dynamic in (False, True)]
+    w = torch.randn(16, 96, generator=torch.Generator().manual_seed(21))
+    nan, inf = w.clone(), w.clone()
+    nan[1, 3], inf[2, 5] = float("nan"), float("-inf")
+    codes, scale, zero_point = qlib.quantize_per_group(w, 32)
+    qdata, scale_and_zero = qlib.int4_weight_cpu(w, 32)
+    bad = {
+        "quantize_per_group": [
+            ((w.half(), 32), {}),
+            ((w, 32, 9), {}),
+            ((w, 32, True), {}),
+            ((w, 0), {}),
+            ((w, 64), {}),
+            ((w, 32, 8, "yes"), {}),
+            ((w, 32), {"scale_dtype": torch.float64}),
+            ((torch.zeros(2, 0), None), {}),
+            ((nan, 32), {}),
+            ((inf, None), {}),
+        ],
+        "dequantize_per_group": [
+            ((codes.float(), scale, zero_point, F32), {}),
+            ((codes, scale[:5], zero_point, F32), {}),
+            ((codes, scale, zero_point[:, :2], F32), {}),
+            ((codes, scale, zero_point, torch.float16), {}),
+        ],
+        "int8_weight": [((w, 64), {}), ((nan,), {}), ((w.to(torch.int8),), {})],
+        "intx_weight": [((w, 64), {}), ((inf, 32), {}), ((w, 32, 0), {})],
+        "dequantize_activation_per_token": [((nan,), {}), ((w.double(),), {})],
+        "quantize_int4_tinygemm": [
+            ((w, 256), {}),
+            ((w, 64), {}),
+            ((w.flatten(), 32), {}),
+            ((nan, 32), {}),
+            ((torch.full((16, 32), 3e38) * torch.tensor([-1.0, 1.0]).repeat(16), 32), {}),
+        ],
+        "int4_weight_cpu": [((w[:8], 32), {}), ((w, 256), {}), ((w, 32, "NEON"), {})],
+        "pack_int4_for_cpu": [
+            ((torch.full((16, 2), 16, dtype=torch.int32),), {}),
+            ((torch.zeros(16, 2, dtype=torch.int32), "NEON"), {}),
+            ((torch.zeros(16, 2, dtype=torch.uint8),), {}),
+            ((torch.zeros(8, 2, dtype=torch.int32),), {}),
+            ((torch.zeros(16, 3, dtype=torch.int32),), {}),
+        ],
+        "linear_int4_cpu": [
+            ((w[:2], qdata, scale_and_zero, 32), {}),
+            ((w[:2].to(bf16), qdata, scale_and_zero, 32), {}),
+            ((w[:2], qdata, scale_and_zero, 64), {}),
+            ((w[:2], qdata, scale_and_zero, 32, None, "NEON"), {}),
+        ],
+        "linear_int8_dynamic": [
+            ((w[:2, :32], *qlib.int8_weight(w)[:2]), {}),
+            ((w[:2].half(), *qlib.int8_weight(w)[:2]), {}),
+            ((w[:2], qlib.int8_weight(w)[0].float(), qlib.int8_weight(w)[1]), {}),
+        ],
+        "linear_int8_weight_only": [
+            ((w[:2].double(), *qlib.int8_weight(w)), {}),
+            ((w[:2], codes.int(), scale, zero_point), {}),
+        ],
+        "linear_intx": [
+            ((w[:2], *qlib.intx_weight(w)), {"dynamic_activation": 1}),
+            ((w[:2].half(), *qlib.intx_weight(w)), {}),
+        ],
+    }
+    return calls + bad[name]
+
+
+# The operators of the torchvision models and torchao's language-model weights: each name's calls, built when its
+# file is checked
 OPERATOR_CALLS = {
     **{
         name: (lambda name=name: _pool_calls(name))
@@ -675,6 +847,7 @@ OPERATOR_CALLS = {
     **{name: (lambda name=name: _activation_calls(name)) for name in ("hardswish", "hardsigmoid", "sigmoid", "clamp")},
     **{name: (lambda name=name: _functional_calls(name)) for name in ("mul", "cat", "add_scalar", "mul_scalar")},
     "batch_norm2d": _batch_norm_calls,
+    **{name: (lambda name=name: _llm_weight_calls(name)) for name in LLM_WEIGHT_NAMES},
 }
 
 
