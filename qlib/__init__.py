@@ -9,9 +9,9 @@ layers below it, never from a layer above, and never a private (``_``) name
 of another module; ``tests/test_layers.py`` holds them to this map::
 
     0 floor       numerics ranges checks releases registry prose
-    1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives
+    1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime
     4 tools       integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
@@ -53,6 +53,8 @@ from qlib.observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from qlib.onnx_qdq import dequantize_linear, quantize_linear
+from qlib.onnx_runtime import matmul_integer, ort_pairs_saturate_here, qgemm, qlinear_matmul
 from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
 from qlib.probing import Probe, probe
 from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
@@ -85,11 +87,13 @@ __all__ = [
     "choose_qparams_affine",
     "dequantize",
     "dequantize_affine",
+    "dequantize_linear",
     "dequantize_pt2e",
     "fake_quantize",
     "observer_range",
     "quantize",
     "quantize_affine",
+    "quantize_linear",
     "quantize_pt2e",
     # 2 observers
     "FakeQuantize",
@@ -127,12 +131,16 @@ __all__ = [
     "linear_int8_dynamic",
     "linear_int8_weight_only",
     "linear_intx",
+    "matmul_integer",
     "max_pool2d",
     "mean",
     "mul",
     "mul_scalar",
+    "ort_pairs_saturate_here",
     "pack_int4_for_cpu",
     "pairs_saturate_here",
+    "qgemm",
+    "qlinear_matmul",
     "quantize_int4_tinygemm",
     "quantize_per_group",
     "relu",

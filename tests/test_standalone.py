@@ -837,6 +837,92 @@ def _llm_weight_calls(name: str) -> list[tuple[tuple, dict]]:
     return calls + bad[name]
 
 
+def _onnx_calls(name: str) -> list[tuple[tuple, dict]]:
+    """ONNX Runtime's ops: ties, values past the range, NaN/inf and extreme scales for QuantizeLinear; full-range
+    codes (pairs that saturate) and per-column weights for the products, on both CPU kinds; then bad arguments."""
+    gen = torch.Generator().manual_seed(23)
+    calls: list[tuple[tuple, dict]] = []
+    x = torch.cat([torch.arange(-300, 300) * 0.5, torch.tensor([float("nan"), float("inf"), -float("inf"), 1e38])])
+    channels = torch.randn(3, 40, generator=gen) * 50
+    a8 = torch.randint(0, 256, (5, 33), generator=gen, dtype=torch.uint8)
+    s8 = torch.randint(-128, 128, (5, 33), generator=gen, dtype=torch.int8)
+    b8 = torch.randint(-128, 128, (33, 7), generator=gen, dtype=torch.int8)
+    bu = torch.randint(0, 256, (33, 7), generator=gen, dtype=torch.uint8)
+    col_s, col_z = torch.rand(7, generator=gen) * 0.01 + 1e-3, torch.zeros(7, dtype=torch.int8)
+    if name == "quantize_linear":
+        for scale, zp, dtype in (
+            (1.0, 128, torch.uint8),
+            (0.1, -3, torch.int8),
+            (1e-30, 0, torch.int16),
+            (3e30, 7, torch.uint8),
+        ):
+            calls.append(((x, scale, zp, dtype), {}))
+        calls.append(
+            ((channels, torch.tensor([0.1, 0.3, 2.0]), torch.tensor([0, 128, 255], dtype=torch.uint8)), {"axis": 0})
+        )
+        calls += [((x.double(), 0.1, 0), {}), ((x, 0.1, 300), {}), ((x, 0.1, 0, torch.int32), {}), ((x, 0.0, 0), {})]
+    elif name == "dequantize_linear":
+        calls += [
+            ((a8, 0.1, 3), {}),
+            ((s8, 1e-30, -128), {}),
+            ((torch.tensor([2**31 - 1, -(2**31)], dtype=torch.int32), 0.5, -7), {}),
+        ]
+        calls.append(
+            (
+                (a8.T, torch.rand(33, generator=gen), torch.randint(0, 256, (33,), generator=gen, dtype=torch.uint8)),
+                {"axis": 0},
+            )
+        )
+        calls += [((a8.long(), 0.1, 0), {}), ((a8, -1.0, 0), {})]
+    elif name == "ort_pairs_saturate_here":
+        calls.append(((), {}))
+    elif name == "matmul_integer":
+        for saturate in (None, False, True):
+            calls += [
+                ((a8, b8, 131, 0), {"pairs_saturate": saturate}),
+                ((a8, bu, 7, 250), {"pairs_saturate": saturate}),
+            ]
+            calls.append(((s8, b8, -5, torch.arange(7, dtype=torch.int8)), {"pairs_saturate": saturate}))
+        calls += [((a8, b8[:5]), {}), ((a8.float(), b8), {})]
+    elif name == "qlinear_matmul":
+        for saturate in (None, False, True):
+            calls.append(((a8, 0.02, 131, b8, 0.01, 0, 0.07, 77), {"pairs_saturate": saturate}))
+            calls.append(((a8, 0.02, 131, b8, col_s, col_z, 0.5, 3), {"pairs_saturate": saturate}))
+            calls.append(((s8, 0.02, -1, b8, 0.01, 0, 0.07, -9), {"pairs_saturate": saturate}))
+        calls += [((a8, 0.02, 131, b8, 0.01, 0, 0.0, 77), {}), ((a8, 0.02, 300, b8, 0.01, 0, 0.07, 77), {})]
+    elif name == "qgemm":
+        c = torch.randint(-5000, 5000, (7,), generator=gen, dtype=torch.int32)
+        for saturate in (None, True):
+            calls.append(((a8, 0.02, 131, b8, 0.01, 0, c, 0.07, 77), {"pairs_saturate": saturate}))
+            calls.append(
+                (
+                    (a8, 0.02, 131, b8.T.contiguous(), col_s, col_z),
+                    {"trans_b": True, "alpha": 0.5, "pairs_saturate": saturate},
+                )
+            )
+            calls.append(
+                (
+                    (a8.T.contiguous(), 0.02, 131, bu, 0.01, 200, None, 0.3, 0),
+                    {"trans_a": True, "pairs_saturate": saturate},
+                )
+            )
+        calls += [
+            ((a8, 0.02, 131, b8, 0.01, 0, c.long(), 0.07, 77), {}),
+            ((a8, 0.02, 131, b8, 0.01, 0, None, 0.07), {}),
+        ]
+    return calls
+
+
+ONNX_NAMES = (
+    "quantize_linear",
+    "dequantize_linear",
+    "ort_pairs_saturate_here",
+    "matmul_integer",
+    "qlinear_matmul",
+    "qgemm",
+)
+
+
 # The operators of the torchvision models and torchao's language-model weights: each name's calls, built when its
 # file is checked
 OPERATOR_CALLS = {
@@ -848,6 +934,7 @@ OPERATOR_CALLS = {
     **{name: (lambda name=name: _functional_calls(name)) for name in ("mul", "cat", "add_scalar", "mul_scalar")},
     "batch_norm2d": _batch_norm_calls,
     **{name: (lambda name=name: _llm_weight_calls(name)) for name in LLM_WEIGHT_NAMES},
+    **{name: (lambda name=name: _onnx_calls(name)) for name in ONNX_NAMES},
 }
 
 
