@@ -1,8 +1,8 @@
 """Language-model weights as torchao 0.18's ``quantize_`` stores them on CPU, and the Linear outputs they give.
 
-Explained in the book chapter "Weights for language models" (to come; its groundwork, torchao's
-``quantize_`` and ``quantize_affine`` with a block size, is "The same model on torchao",
-``book/11_torchao``). A weight of shape ``(N, K)`` (N output features, rows of K inputs) is cut
+Explained in the book chapter "Weights for language models" (``book/12_llm_weights``; its
+groundwork, torchao's ``quantize_`` and ``quantize_affine`` with a block size, is "The same model on
+torchao", ``book/11_torchao``). A weight of shape ``(N, K)`` (N output features, rows of K inputs) is cut
 into groups of ``group_size`` consecutive elements of a row; each group gets one scale and zero
 point ("int4, group size 128": 4-bit codes, one scale per 128 weights). Per row is one group of K.
 The configs that run on CPU, what their weight subclass holds, and what their Linear computes:
@@ -81,8 +81,7 @@ def quantize_per_group(
     NaN and ±inf raise: torchao turns them into arbitrary codes. A last dimension that is not a
     multiple of ``group_size`` raises ValueError (torchao: AssertionError).
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> w = torch.tensor([[0.5, -1.0, 0.25, 0.0], [2.0, 3.0, -0.5, 1.0]])
     >>> codes, scale, zero_point = quantize_per_group(w, 2, bits=4)
@@ -131,8 +130,7 @@ def dequantize_per_group(
     the promoted dtype (a float32 scale makes a bfloat16 difference float32) and rounds the product
     to ``dtype``: ``dtype((dtype(q) - dtype(zero_point)) * scale)``.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> codes = torch.tensor([[4, -8, 7, 0]], dtype=torch.int8)
     >>> dequantize_per_group(codes, torch.tensor([[0.125, 0.25]]), torch.zeros(1, 2, dtype=torch.int8), torch.float32)
@@ -164,8 +162,7 @@ def int8_weight(weight: torch.Tensor, group_size: int | None = None) -> tuple[to
     float32 scale floored at float32's epsilon, for bfloat16 weights too (so their scales are
     bfloat16 values stored as float32). Zero points are 0.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> qdata, scale, zero_point = int8_weight(torch.tensor([[0.5, -1.0, 0.25, 0.0]]))
     >>> qdata, scale
@@ -185,8 +182,7 @@ def intx_weight(
     type. :func:`quantize_per_group` with torchao's defaults: the scale in the weight's dtype, floored
     at its smallest normal number; codes in ``[-2**(bits-1), 2**(bits-1) - 1]`` held as int8.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> qdata, scale, zero_point = intx_weight(torch.tensor([[0.5, -1.0, 0.25, 0.0]]), group_size=4)
     >>> qdata, scale
@@ -206,8 +202,7 @@ def quantize_int4_tinygemm(weight: torch.Tensor, group_size: int) -> tuple[torch
     32, 64 and 128 only, as torchao asserts (its docstring also lists 256). A group whose range
     overflows the dtype raises ValueError (torchao's codes are then NaN converted to int32).
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> codes, scale, zero = quantize_int4_tinygemm(torch.arange(32.0).reshape(1, 32), 32)
     >>> codes[0, :6], scale, zero
@@ -251,8 +246,7 @@ def pack_int4_for_cpu(codes: torch.Tensor, capability: str | None = None) -> tor
     A last, shorter block (16, 32 or 48 rows) pairs neighbouring rows instead: ``codes[2j + 1, k]
     << 4 | codes[2j, k]``. The layout depends on the CPU, so a checkpoint's bytes do too.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> codes = torch.arange(16, dtype=torch.int32).reshape(16, 1).repeat(1, 2)
     >>> pack_int4_for_cpu(codes, "AVX512")[:2]
@@ -288,8 +282,7 @@ def int4_weight_cpu(
     :func:`pack_int4_for_cpu`, and scales and zeros interleaved, ``(K // group_size, N, 2)`` in the
     weight's dtype (``[..., 0]`` scales, ``[..., 1]`` zeros).
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> qdata, scale_and_zero = int4_weight_cpu(torch.arange(32.0).repeat(16, 1), 32)
     >>> qdata.shape, scale_and_zero[0, 0]
@@ -325,8 +318,7 @@ def linear_int8_dynamic(
     ``avx512_core``, ``avx2`` or ``sse41``, the CPU having neither AVX512-VNNI, AVX-VNNI nor AMX-INT8
     or ``ONEDNN_MAX_CPU_ISA`` capping oneDNN below them.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> w, s, _ = int8_weight(torch.tensor([[0.5, -1.0], [0.25, 2.0]]))
     >>> x = torch.tensor([[1.0, 2.0]])
@@ -381,8 +373,7 @@ def linear_int8_weight_only(
     matmul is torch's own (MKL/oneDNN, whose accumulation order qlib does not model), on operands
     equal bit for bit to torchao's, so the output is too.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> w, s, z = int8_weight(torch.tensor([[0.5, -1.0], [0.25, 2.0]]))
     >>> linear_int8_weight_only(torch.tensor([[1.0, 2.0]]), w, s, z)
@@ -409,8 +400,7 @@ def dequantize_activation_per_token(x: torch.Tensor) -> torch.Tensor:
     asymmetric, the scale in ``x``'s dtype floored at its smallest normal number, then
     :func:`dequantize_per_group` in ``x``'s dtype. The Linear then multiplies this in float.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> dequantize_activation_per_token(torch.tensor([[0.1, -0.3, 1.0]]))
     tensor([[ 0.1020, -0.3008,  0.9992]])
@@ -435,8 +425,7 @@ def linear_intx(
     and calls ``F.linear``: torch's own float matmul on operands equal bit for bit to torchao's.
     No integer matmul happens on this path.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> w, s, z = intx_weight(torch.tensor([[0.5, -1.0], [0.25, 2.0]]), group_size=2)
     >>> linear_intx(torch.tensor([[1.0, 2.0]]), w, s, z)
@@ -471,8 +460,7 @@ def linear_int4_cpu(
     torchao then adds ``bias`` in ``x``'s dtype. The loop over K makes qlib slow here (a few ms per
     thousand inputs), and exact.
 
-    Chapter: "Weights for language models" (to come); torchao's ``quantize_`` and ``quantize_affine``
-    with a block size: "The same model on torchao" (book/11_torchao).
+    Chapter: "Weights for language models" (book/12_llm_weights).
 
     >>> qdata, sz = int4_weight_cpu(torch.arange(32.0).repeat(16, 1), 32)
     >>> linear_int4_cpu(torch.ones(1, 32), qdata, sz, 32)[0, :2]

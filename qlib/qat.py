@@ -3,7 +3,7 @@
 compute it on x86 CPUs, bit for bit, forward and backward (torch 2.13 and 2.14
 alike, measured on both).
 
-Explained in the book chapter "Training with fake quantization" (``book/12_qat``).
+Explained in the book chapter "Training with fake quantization" (``book/13_qat``).
 
 Forward: ``fake_quantize`` (``qlib.fake_quant``) of the input with the module's
 scale and zero point. Backward: the straight-through estimator. The rounding
@@ -90,7 +90,7 @@ def choose_qparams_fused(
     ``|min| / 128`` or ``max / 127``. Returns float32 scales and int32 zero
     points of shape ``(1,)`` for 0-d input, else the input's shape.
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> choose_qparams_fused(torch.tensor(-1.0), torch.tensor(2.0), 0, 255)
     (tensor([0.0118]), tensor([85], dtype=torch.int32))
@@ -168,7 +168,7 @@ def fake_quantize_mask(
     ``quant_max`` converted to float32); per channel the code is converted to
     int64 first, so ``±inf`` and codes beyond ``±2**63`` are outside.
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> fake_quantize_mask(torch.tensor([-1.0, 0.4, 20.0]), 0.1, 0, 0, 127)
     (tensor([ 0.0000,  0.4000, 12.7000]), tensor([False,  True, False]))
@@ -222,7 +222,7 @@ def fake_quantize_ste(
     for an infinite one. Scale and zero point get no gradient. ``release``
     as in ``qlib.fake_quantize`` (both releases compute the same).
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> x = torch.tensor([-1.0, 0.26, 20.0], requires_grad=True)
     >>> fake_quantize_ste(x, 0.1, 0, 0, 127).sum().backward()
@@ -243,7 +243,7 @@ def cpu_contracts_fma() -> bool:
     ``DEFAULT`` build rounds the product first. Only
     :func:`fake_quantize_learnable`'s backward depends on it here.
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> isinstance(cpu_contracts_fma(), bool)
     True
@@ -329,7 +329,7 @@ def fake_quantize_learnable(
     :func:`cpu_contracts_fma`. ``release`` as in ``qlib.fake_quantize``
     (on a ``DEFAULT`` build qlib asks for it, ``release="2.14"``).
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> s, z = torch.tensor([0.1], requires_grad=True), torch.tensor([0.0], requires_grad=True)
     >>> fake_quantize_learnable(torch.tensor([-1.0, 0.26, 20.0]), s, z, 0, 127).sum().backward()
@@ -382,7 +382,7 @@ class FakeQuantize:
     ``ch_axis=0`` (torch's kernel checks it); ``per_channel_affine_float_qparams``
     is not modelled. ``release`` as in ``qlib.fake_quantize``.
 
-    Chapter: "Training with fake quantization" (book/12_qat).
+    Chapter: "Training with fake quantization" (book/13_qat).
 
     >>> fq = FakeQuantize(quant_min=0, quant_max=255, reduce_range=True, fused=True)
     >>> fq(torch.tensor([-1.0, 0.0, 2.0]))
