@@ -180,9 +180,10 @@ def test_conv2d_matches_torch(layer_shape, per_channel, symmetric, full_range, b
     kind, shape = layer_shape
     args = layer(shape, per_channel, symmetric, full_range, bias_kind, relu, seed)
     kernel = kernel_of(args, engine)
-    if kernel.startswith("oneDNN") and torch_gets_it_right(shape, kernel):  # torch's x86 engine runs it on oneDNN
-        context = f"{kind} {shape} kernel={kernel} per_channel={per_channel} bias={bias_kind}"
-        assert_same_ints(qc.conv2d(*args, engine=engine), torch_conv(*args, engine), context)
+    if kernel.startswith("oneDNN"):  # torch's x86 engine runs it on oneDNN
+        if torch_gets_it_right(shape, kernel):  # (torch's oneDNN crashes or varies on a few shapes: not compared)
+            context = f"{kind} {shape} kernel={kernel} per_channel={per_channel} bias={bias_kind}"
+            assert_same_ints(qc.conv2d(*args, engine=engine), torch_conv(*args, engine), context)
         engine = "fbgemm"  # and the same layer on FBGEMM
         kernel = kernel_of(args, engine)
     if kernel == "groupwise (broken)":  # torch itself fails there (wrong codes or a corrupted heap): never run it

@@ -683,6 +683,7 @@ def assert_explained(report: LayerReport, manual, reference):
         assert row.cause != "unexplained", row.proof
 
 
+@settings(max_examples=examples(100))  # each example packs a Linear and runs it in torch and qlib
 @given(
     engine_name=st.sampled_from(["fbgemm", "qnnpack"]),
     per_channel=st.booleans(),
@@ -754,7 +755,7 @@ CONVS = [  # (in, out, groups, kernel, stride, padding, dilation): im2col, depth
 ]
 
 
-@settings(max_examples=examples(100))  # each example runs two convolutions in torch and qlib
+@settings(max_examples=examples(40))  # each example runs two convolutions in torch and qlib
 @given(
     conv=st.sampled_from(CONVS),
     per_channel=st.booleans(),

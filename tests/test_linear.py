@@ -6,8 +6,9 @@ import os
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from inputs import examples
 
 import qlib.quantized_linear as ql
 from qlib.testing import assert_same_ints, torch_linear
@@ -195,6 +196,7 @@ def near(values, steps):
     return values
 
 
+@settings(max_examples=examples(100))  # each example packs a qnnpack Linear (a few times per example)
 @given(
     kind=st.sampled_from(["random", "bias ties", "requant ties", "large acc"]),
     m=st.one_of(st.just(1), st.integers(1, 12)),

@@ -74,6 +74,10 @@ def one_thread_on(engine: str):
 
 @pytest.fixture(params=["fbgemm", "x86"])
 def engine(request):
+    if request.param == "fbgemm" and qlib.torch_release() != "2.14":
+        # the second release's pass keeps the default engine: the fbgemm engine runs the same FBGEMM operators,
+        # each property-tested on both releases, and the whole models on it once, on the reference release
+        pytest.skip("the fbgemm engine's whole models run on the reference release only")
     with one_thread_on(request.param):
         yield request.param
 
