@@ -190,11 +190,19 @@ def test_page(browser, site, screenshots, book_page, viewport):
         assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("book_page", PAGES, ids=lambda p: p.docname)
-def test_internal_links_answer(browser, site, book_page):
+@cache
+def page_links(browser, site: str, book_page: Page) -> tuple[list[str], list[str]]:
+    """Every link of the page as the browser resolves it and as written: one visit for the two tests below."""
     with open_page(browser, site + book_page.html, "laptop") as (page, problems):
         links = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        hrefs = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))")
         assert not problems, "\n".join(problems)
+    return links, hrefs
+
+
+@pytest.mark.parametrize("book_page", PAGES, ids=lambda p: p.docname)
+def test_internal_links_answer(browser, site, book_page):
+    links, _ = page_links(browser, site, book_page)
     internal = sorted({link for link in links if link.startswith(site)})
     assert internal, "no internal links at all"
     broken = []
@@ -214,9 +222,7 @@ def test_repository_launch_and_download_buttons(browser, site, book_page):
     branch = CONFIG["repository"].get("branch", "main")
     org_repo = urlsplit(repository).path.strip("/")
     notebook = f"{book_page.docname}.ipynb"
-    with open_page(browser, site + book_page.html, "laptop") as (page, problems):
-        hrefs = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))")
-        assert not problems, "\n".join(problems)
+    _, hrefs = page_links(browser, site, book_page)
     assert repository in hrefs, f"no repository button linking to {repository}"
 
     binder = [h for h in hrefs if h.startswith(CONFIG["launch_buttons"]["binderhub_url"])]
@@ -254,7 +260,7 @@ def _distinctive_word(chapter: Page) -> str:
 
 
 @pytest.mark.parametrize("book_page", CHAPTERS, ids=lambda p: p.docname)
-def test_search_finds_the_chapter(browser, site, screenshots, book_page):
+def test_search_finds_the_chapter(browser, site, book_page):
     for query in (heading(book_page), _distinctive_word(book_page)):
         with open_page(browser, site + "search.html?q=" + quote(query), "laptop") as (page, problems):
             hit = page.locator(f"#search-results ul.search li a[href*='{book_page.docname}.html']").first
@@ -263,10 +269,6 @@ def test_search_finds_the_chapter(browser, site, screenshots, book_page):
             except Exception as error:  # playwright's TimeoutError
                 summary = page.locator("#search-results").inner_text()
                 raise AssertionError(f"searching {query!r} does not find {book_page.html}: {summary!r}") from error
-            slug = re.sub(r"\W+", "_", query)
-            page.screenshot(
-                path=screenshots / f"search-{book_page.docname.replace('/', '-')}-{slug}.png", full_page=True
-            )
             assert not problems, "\n".join(problems)
 
 
