@@ -1,4 +1,4 @@
-"""Time qlib.run on chapter 10's small CNN against torch's quantized forward, in one run.
+"""Time qlib.run on a small CNN (every kind of FBGEMM convolution and the add) against torch's quantized forward, in one run.
 
 The model is the one of "A whole model, integer by integer" (book/10_model): a conv-ReLU, a
 residual block (depthwise conv-ReLU, 1x1 conv, quantized add), flatten and a Linear, calibrated
@@ -37,7 +37,7 @@ warnings.filterwarnings("ignore")
 
 
 class SmallCNN(nn.Module):
-    """conv-ReLU; a residual block: depthwise conv-ReLU, 1x1 conv, add; flatten; Linear (chapter 10's model)."""
+    """conv-ReLU; a residual block: depthwise conv-ReLU, 1x1 conv, add; flatten; Linear."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="print qlib.run's profile")
-    parser.add_argument("--no-resnet18", action="store_true", help="time chapter 10's model only")
+    parser.add_argument("--no-resnet18", action="store_true", help="time the small CNN only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +94,7 @@ def main() -> None:
     t_torch, t_qlib = best_times([run_torch, run_qlib], args.repeat)
     threads = torch.get_num_threads()
     print(
-        f"chapter 10's model, batch {args.batch} of 3x{args.size}x{args.size}; torch {torch.__version__}, "
+        f"small CNN, batch {args.batch} of 3x{args.size}x{args.size}; torch {torch.__version__}, "
         f"{threads} thread{'' if threads == 1 else 's'}; this CPU: pairs saturate = {qlib.pairs_saturate_here()}"
     )
     print(f"  {'':24s} {'torch':>9s} {'qlib.run':>10s} {'qlib/torch':>11s}  equal")
