@@ -224,12 +224,14 @@ def onednn_conv_kernel(
     ``jit_int8`` and ``jit_uni_int8``. On ``avx2`` and ``sse41`` the 1x1
     kernel takes ``groups == 1`` only, and a grouped convolution whose channel
     counts a group are not multiples of 4 runs ``ref:any``. With one input
-    channel and one group on the AVX-512 families, a tiny output
-    (``batch * H_out * W_out`` below 49, or 32 with 2 threads) makes brgemm's
-    blocking fail and oneDNN falls back to ``jit_int8`` (a rule fitted on a
-    few shapes, given ``input_size`` and ``batch``; brgemm's blocking search
-    also fails on other layers with very few channels, which qlib does not
-    predict; on the VNNI families both kernels give the same codes). ``amx``
+    channel and one group on the AVX-512 families, a tiny output makes
+    brgemm's blocking fail and oneDNN falls back to ``jit_int8`` when
+    ``batch * H_out * W_out * kh * kw`` is below 200 (100 with 2 threads or
+    more): a rule fitted on 48 stride-1 shapes (kernels 1, 3 and 5, batch 1
+    and 2) at 1 and 2 threads on both families, given ``input_size``
+    and ``batch`` (brgemm's blocking search also fails on other layers with
+    very few channels, which qlib does not predict); on the VNNI families both
+    kernels give the same codes, so only the name can be wrong there. ``amx``
     (measured on a Xeon in an earlier note, not on this project's CI
     machines): ``brdgmm_dw:avx512_core_vnni`` for depthwise, else
     ``brg_conv_fwd:avx10_1_512_amx`` (1x1, small grouped and dilated
@@ -273,7 +275,8 @@ def onednn_conv_kernel(
     if in_g == groups == 1 and isa != "avx2_vnni" and input_size is not None and batch is not None:
         h_out, w_out = _output_size(kernel_size, stride, padding, dilation, input_size)
         positions = batch * h_out * w_out
-        if positions < 32 or (positions < 49 and torch.get_num_threads() < 2):
+        work = positions * kernel_size[0] * kernel_size[1]
+        if work < 100 or (work < 200 and torch.get_num_threads() < 2):
             return f"jit_int8:{isa}"
     return f"brg_conv_fwd:{isa}"
 

@@ -253,14 +253,21 @@ def test_conv2d_matches_torch_on_onednn(name, kind, per_channel, with_bias, relu
     assert kernel.startswith("oneDNN") == (engine == "onednn" or args[12] <= 100), kernel
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["tie", "full"])
-def test_every_shape_on_both_engines(kind):
-    """Each shape once per engine with one generator: the routing (101 groups: FBGEMM on x86) and each kernel."""
+def test_every_shape_on_both_engines(kind, threads):
+    """Each shape once per engine with one generator: the routing (101 groups: FBGEMM on x86) and each kernel, on
+    one thread and on two (oneDNN's choice for tiny outputs follows the thread count)."""
     kernels = set()
-    for i, name in enumerate(sorted(SHAPES)):
-        args = conv_layer(name, kind, i % 2 == 0, i % 3 != 0, i % 4 == 1, 1 + i % 2, 1000 * i + len(kind))
-        for engine in ("x86", "onednn"):
-            kernels.add(check_conv(args, engine, f"{name} {kind}"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i, name in enumerate(sorted(SHAPES)):
+            args = conv_layer(name, kind, i % 2 == 0, i % 3 != 0, i % 4 == 1, 1 + i % 2, 1000 * i + len(kind))
+            for engine in ("x86", "onednn"):
+                kernels.add(check_conv(args, engine, f"{name} {kind} threads={threads}"))
+    finally:
+        torch.set_num_threads(before)
     fbgemm = {k for k in kernels if not k.startswith("oneDNN")}
     assert fbgemm == {"im2col"}, kernels  # 101 groups on the x86 engine, FBGEMM's im2col (101 is no multiple of 8)
 
