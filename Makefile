@@ -103,9 +103,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check qlib tests benchmarks _ext book history tools
 	$(BIN)/mypy
 
-# The test stages run torch on one thread (OMP_NUM_THREADS) unless told otherwise: two workers share the two
-# cores, and torch's threads spin while they wait for a busy core (the suite took 2.4 times the CPU time).
-# Tests whose integers follow the thread count set it themselves.
+# The test stages, and the chapters' second and third runs, run torch on one thread (OMP_NUM_THREADS) unless
+# told otherwise: two stages share the two cores, and torch's threads spin while they wait for a busy core (the
+# unit tests took 2.4 times the CPU time). Tests whose integers follow the thread count set it themselves;
+# make notebooks runs the chapters on torch's default thread count, as a reader does.
 TEST_THREADS = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
 ## make unit: qlib's tests on torch $(TORCH), 300 hypothesis examples each, on both cores
@@ -136,16 +137,17 @@ notebooks: $(STAMP)
 	$(NBVAL_STRICT) $(CPU_CHAPTERS:.md=.ipynb)
 	$(AVX2_KERNELS) $(NBVAL_STRICT) $(OTHER_CHAPTERS:.md=.ipynb)
 
-## make notebooks-avx2: the chapters marked avx2_pass again, under the AVX2 kernels (on an AVX-512 CPU)
+## make notebooks-avx2: the chapters marked avx2_pass again, under the AVX2 kernels (on an AVX-512 CPU) and on one
+## thread (make notebooks runs torch's default), so their stored outputs hold for either thread count too
 notebooks-avx2: $(STAMP)
 	@if [ "$$($(BIN)/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')" = AVX512 ]; then \
-		test -n "$(CPU_CHAPTERS)" && $(AVX2_KERNELS) $(NBVAL_STRICT) $(CPU_CHAPTERS:.md=.ipynb); \
+		test -n "$(CPU_CHAPTERS)" && $(TEST_THREADS) $(AVX2_KERNELS) $(NBVAL_STRICT) $(CPU_CHAPTERS:.md=.ipynb); \
 	else echo "notebooks-avx2: this CPU has no AVX-512; make notebooks ran the AVX2 kernels already"; fi
 
 ## make notebooks-old: every chapter executed on torch $(OLD_TORCH): every cell must run and every assert
 ## hold; the stored outputs are torch $(TORCH)'s, so they are not compared (nbval's lax mode)
 notebooks-old: $(STAMP_OLD)
-	PATH="$(CURDIR)/$(VENV_OLD)/bin:$$PATH" IPYTHONDIR=$(CURDIR)/tools/ipython $(VENV_OLD)/bin/python -m pytest \
+	$(TEST_THREADS) PATH="$(CURDIR)/$(VENV_OLD)/bin:$$PATH" IPYTHONDIR=$(CURDIR)/tools/ipython $(VENV_OLD)/bin/python -m pytest \
 		--nbval-lax --nbval-current-env -q --durations=3 $(NOTEBOOKS)
 
 ## make book-strict: the book built from scratch, every warning an error
