@@ -90,8 +90,8 @@ test:
 quick: $(STAMP)
 	$(BIN)/ruff check qlib tests benchmarks _ext book history tools
 	$(BIN)/ruff format --check qlib tests benchmarks _ext book history tools
-	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest tests -q -x -n 2 --dist loadfile --ignore=tests/browser \
-		--ignore=tests/pages
+	$(TEST_THREADS) HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest tests -q -x -n 2 --dist loadfile \
+		--ignore=tests/browser --ignore=tests/pages --ignore=tests/test_package.py
 	@changed="$${NB:-$$(git diff --name-only main -- 'book/[0-9][0-9]_*.md' 'book/[0-9][0-9]_*.ipynb'; \
 		git status --porcelain -- 'book/[0-9][0-9]_*' | cut -c4-)}"; \
 	notebooks=$$(for f in $$changed; do echo "$${f%.*}.ipynb"; done | sort -u); \
