@@ -43,10 +43,10 @@ from __future__ import annotations
 import torch
 
 from qlib import checks
-from qlib.numerics import INT16_MAX, INT16_MIN, float32, wrap_int32
+from qlib.numerics import float32, wrap_int32
+from qlib.quantized_linear import int_matmul
 from qlib.ranges import DTYPE_RANGES
 
-MLAS_PAIR_CHUNK = 2**22  # pair sums per piece when summing with saturation (32 MiB of float64)
 CODE_TYPES = (torch.uint8, torch.int8)
 
 
@@ -67,37 +67,6 @@ def ort_pairs_saturate_here() -> bool:
     features = torch.cpu.get_capabilities()
     exact = any(features.get(name) for name in ("avx512_vnni", "avx_vnni", "amx_int8"))
     return bool(features.get("avx2")) and not exact
-
-
-def mlas_int_matmul(a: torch.Tensor, b: torch.Tensor, pairs_saturate: bool) -> torch.Tensor:
-    """``sum_k a[m, k] * b[k, n]`` of 2-d integer codes as int64 ``[M, N]``, optionally with saturating pairs.
-
-    With ``pairs_saturate`` each pair of products ``(k, k + 1)``, k even, is
-    clamped to the int16 range before the sum, as ``vpmaddubsw`` does (an odd
-    K gets a zero partner).
-
-    Chapter: "Inside a quantized Linear" (book/09_linear).
-
-    >>> a = torch.tensor([[255, 255]], dtype=torch.uint8)
-    >>> b = torch.tensor([[127], [127]], dtype=torch.int8)
-    >>> mlas_int_matmul(a, b, False), mlas_int_matmul(a, b, True)
-    (tensor([[64770]]), tensor([[32767]]))
-    """
-    a64, b64 = a.double(), b.double()
-    exact = (a64 @ b64).long()  # float64 holds every sum exactly below 2**53
-    if not pairs_saturate:
-        return exact
-    m, k = a.shape
-    n = b.shape[1]
-    if k % 2:
-        a64, b64 = torch.nn.functional.pad(a64, (0, 1)), torch.nn.functional.pad(b64, (0, 0, 0, 1))
-    ap, bp = a64.view(m, -1, 2), b64.view(-1, 2, n)  # [M, pairs, 2], [pairs, 2, N]
-    excess = torch.zeros(m, n, dtype=torch.float64)
-    step = max(1, MLAS_PAIR_CHUNK // max(1, m * n))
-    for start in range(0, ap.shape[1], step):
-        sums = torch.einsum("mpi,pin->pmn", ap[:, start : start + step], bp[start : start + step])
-        excess += (sums - sums.clamp(INT16_MIN, INT16_MAX)).sum(0)
-    return exact - excess.long()
 
 
 def _codes(t: object, name: str) -> torch.Tensor:
@@ -147,7 +116,7 @@ def mlas_gemm(
     """
     k = a.shape[1]
     saturate = pairs_saturate and a.dtype == torch.uint8 and b.dtype == torch.int8
-    acc = mlas_int_matmul(a, b, saturate)
+    acc = int_matmul(a, b.T.contiguous(), saturate)  # MLAS pairs products as FBGEMM does (vpmaddubsw)
     row_sums = a.long().sum(1, keepdim=True)
     column_sums = b.long().sum(0, keepdim=True)
     acc = acc - b_zero_point[None, :] * row_sums - a_zero_point * column_sums + k * a_zero_point * b_zero_point[None, :]

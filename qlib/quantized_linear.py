@@ -98,9 +98,11 @@ def pairs_saturate_here() -> bool:
 def int_matmul(x: torch.Tensor, weight: torch.Tensor, pairs_saturate: bool) -> torch.Tensor:
     """``sum_k x[m, k] * weight[n, k]`` as int64, ``[M, N]``, optionally with saturating pairs.
 
-    ``x`` holds uint8 codes ``[M, K]``, ``weight`` int8 codes ``[N, K]``. With
-    ``pairs_saturate`` each pair of products ``(k, k + 1)``, k even, is
-    clamped to the int16 range before the sum, as ``vpmaddubsw`` does.
+    ``x`` holds uint8 codes ``[M, K]``, ``weight`` int8 codes ``[N, K]`` (the
+    exact sum takes any 8-bit codes on either side, as ONNX Runtime's
+    products need). With ``pairs_saturate`` (uint8 ``x`` only) each pair of
+    products ``(k, k + 1)``, k even, is clamped to the int16 range before the
+    sum, as ``vpmaddubsw`` does.
 
     Chapter: "Inside a quantized Linear" (book/09_linear).
 
@@ -116,7 +118,7 @@ def int_matmul(x: torch.Tensor, weight: torch.Tensor, pairs_saturate: bool) -> t
         # float32 holds every integer up to 2**24 exactly, and a float32 matmul of integers is then exact
         # whatever the order of its additions: sum K in pieces short enough that no partial sum of
         # |x| * |w| can pass 2**24 (512 products of 255 * 128, more for smaller codes), in int64.
-        largest = max(1, int(x.max()) * max(int(weight.max()), -int(weight.min())))
+        largest = max(1, max(int(x.max()), -int(x.min())) * max(int(weight.max()), -int(weight.min())))
         piece = max(1, 2**24 // largest)
         xf, wf = x.float(), weight.float()
         for start in range(0, k, piece):
