@@ -48,6 +48,7 @@ from qlib.numerics import INT16_MAX, INT16_MIN, fma_float32, wrap_int32
 from qlib.observers import FLOAT32_EPS  # the int8 configs' smallest scale, for bfloat16 weights too
 from qlib.onednn import onednn_isa
 from qlib.ranges import DTYPE_RANGES
+from qlib.registry import Settings, register
 from qlib.releases import X86_CAPABILITIES
 
 #: The weight dtypes qlib follows torchao's configs for.
@@ -519,6 +520,110 @@ def _capability(capability: str | None) -> str:
             f"(None reads torch.backends.cpu.get_cpu_capability()); got {found!r}"
         )
     return found.upper()
+
+
+def torchao_linear_op(weight: object) -> str | None:
+    """The row of qlib's operator table (``qlib.registry``) for ``F.linear`` on ``weight``: one of torchao's
+    CPU weights above (``"torchao::linear_int4_cpu"``...), or None for any other weight.
+
+    torchao's subclasses compute ``F.linear`` in their ``__torch_function__``, above torch's dispatcher, so
+    ``qlib.run`` and ``qlib.compare`` meet them there and ask this which qlib function is theirs.
+
+    Chapter: "Weights for language models" (book/12_llm_weights).
+
+    >>> torchao_linear_op(torch.ones(2, 2)) is None
+    True
+    """
+    if not type(weight).__module__.startswith("torchao."):
+        return None
+    kind = type(weight).__name__
+    if kind == "Int8Tensor":
+        dynamic = getattr(weight, "act_quant_kwargs", None) is not None
+        return "torchao::linear_int8_dynamic" if dynamic else "torchao::linear_int8_weight_only"
+    return {"IntxUnpackedToInt8Tensor": "torchao::linear_intx", "Int4OpaqueTensor": "torchao::linear_int4_cpu"}.get(
+        kind
+    )
+
+
+def _linear_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``F.linear``'s input, weight and bias, however they were passed."""
+    x = args[0] if args else kwargs["input"]
+    weight = args[1] if len(args) > 1 else kwargs["weight"]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    return x, weight, bias
+
+
+def _refuse(weight: torch.Tensor, what: str) -> None:
+    raise ValueError(
+        f"this {type(weight).__name__} weight {what}, which qlib does not model: qlib follows torchao's CPU "
+        "configs as quantize_ makes them with their defaults (see qlib.llm_weights)"
+    )
+
+
+def _no_pre_scale(weight: torch.Tensor) -> None:
+    if getattr(weight, "act_pre_scale", None) is not None:
+        _refuse(weight, "scales its input first (act_pre_scale: AWQ, SmoothQuant)")
+
+
+@register(
+    "torchao::linear_int8_weight_only",
+    function="qlib.linear_int8_weight_only",
+    modules=("torch.nn.Linear after quantize_(model, Int8WeightOnlyConfig())",),
+    on_float=True,
+)
+def _linear_int8_weight_only_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    return linear_int8_weight_only(x, weight.qdata, weight.scale, weight.zero_point, bias)
+
+
+@register(
+    "torchao::linear_int8_dynamic",
+    function="qlib.linear_int8_dynamic",
+    modules=("torch.nn.Linear after quantize_(model, Int8DynamicActivationInt8WeightConfig())",),
+    on_float=True,
+)
+def _linear_int8_dynamic_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    activation = weight.act_quant_kwargs
+    if type(activation.granularity).__name__ != "PerRow" or activation.mapping_type.name != "SYMMETRIC":
+        _refuse(weight, f"quantizes its input {activation.mapping_type.name} {activation.granularity}, not per row")
+    if activation.reduce_range or getattr(weight, "act_quant_scale", None) is not None:
+        _refuse(weight, "quantizes its input with reduce_range or a static scale")
+    return linear_int8_dynamic(x, weight.qdata, weight.scale, bias, settings.pairs_saturate)
+
+
+@register(
+    "torchao::linear_intx",
+    function="qlib.linear_intx",
+    modules=(
+        "torch.nn.Linear after quantize_(model, IntxWeightOnlyConfig(...))",
+        "torch.nn.Linear after quantize_(model, Int8DynamicActivationIntxWeightConfig(...))",
+    ),
+    on_float=True,
+)
+def _linear_intx_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    activation = weight.activation_quantization
+    if activation is not None and activation != "int8_asym_per_token":  # a str enum, or a str after a copy
+        _refuse(weight, f"quantizes its input as {activation}")
+    dynamic = activation is not None
+    return linear_intx(x, weight.qdata, weight.scale, weight.zero_point, bias, dynamic_activation=dynamic)
+
+
+@register(
+    "torchao::linear_int4_cpu",
+    function="qlib.linear_int4_cpu",
+    modules=("torch.nn.Linear after quantize_(model, PrototypeInt4WeightOnlyConfig(group_size))",),
+    on_float=True,
+)
+def _linear_int4_cpu_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    if getattr(weight, "act_mapping_type", None) is not None:
+        _refuse(weight, "quantizes its input to int8 (torchao's DA8W4 path)")
+    return linear_int4_cpu(x, weight.qdata, weight.scale_and_zero, weight.block_size[1], bias)
 
 
 def _float_tensor(x: object, name: str) -> torch.Tensor:
