@@ -41,6 +41,8 @@ Sources: torchao v0.18.0's
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from qlib import checks
@@ -545,22 +547,22 @@ def torchao_linear_op(weight: object) -> str | None:
     )
 
 
-def _linear_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``F.linear``'s input, weight and bias, however they were passed."""
+def _linear_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    """``F.linear``'s input, weight (a torchao subclass: its tensors are attributes) and bias, however passed."""
     x = args[0] if args else kwargs["input"]
     weight = args[1] if len(args) > 1 else kwargs["weight"]
     bias = args[2] if len(args) > 2 else kwargs.get("bias")
     return x, weight, bias
 
 
-def _refuse(weight: torch.Tensor, what: str) -> None:
+def _refuse(weight: Any, what: str) -> None:
     raise ValueError(
         f"this {type(weight).__name__} weight {what}, which qlib does not model: qlib follows torchao's CPU "
         "configs as quantize_ makes them with their defaults (see qlib.llm_weights)"
     )
 
 
-def _no_pre_scale(weight: torch.Tensor) -> None:
+def _no_pre_scale(weight: Any) -> None:
     if getattr(weight, "act_pre_scale", None) is not None:
         _refuse(weight, "scales its input first (act_pre_scale: AWQ, SmoothQuant)")
 
