@@ -32,7 +32,7 @@ from typing import cast
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
 # the operator modules register their ops when imported
@@ -271,7 +271,8 @@ class _WatchTorchao(TorchFunctionMode):
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             name = torchao_linear_op(weight)
             if name is not None:
-                return self.watch.model(name, OPERATORS[name], func, args, kwargs)
+                with _disable_current_modes():  # below this call there are only float ops: no need to watch them
+                    return self.watch.model(name, OPERATORS[name], func, args, kwargs)
         if getattr(func, "__name__", "") in TORCHAO_COMPUTE:
             weight = next((leaf for leaf in tree_flatten((args, kwargs))[0] if _is_torchao(leaf)), None)
         if _is_torchao(weight):

@@ -103,7 +103,7 @@ def check_run_and_compare(float_model: torch.nn.Module, quantized: torch.nn.Modu
         assert not math.isnan(layer.sqnr_db)
 
 
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     name=st.sampled_from(list(CONFIGS)),
     group=st.sampled_from([32, 64, 128, 256]),
