@@ -370,6 +370,15 @@ def run(
     passed to the operators (None: the CPU and torch at hand). Each Conv and
     Linear follows the backend its weight was packed for.
 
+    A model after torchao's ``quantize_`` (the CPU configs of
+    ``qlib.llm_weights``) runs too: each Linear's output is the function of
+    ``qlib.llm_weights`` for its weight, named by module path, and the float
+    ops between the Linears run in torch. The int4 kernel and the dynamic
+    int8 ``_int_mm`` path are modelled to the last bit; on the weight-only
+    int8 and intx paths qlib computes the matmul's operands bit for bit and
+    calls torch's own float matmul on them, as torchao does (qlib does not
+    model MKL's or oneDNN's float accumulation order).
+
     Chapter: "A whole model, integer by integer" (book/10_model).
 
     >>> model = torch.nn.Sequential(torch.ao.quantization.QuantStub(), torch.nn.ReLU()).eval()
@@ -510,7 +519,9 @@ def compare(
     model); steps are matched by module name and call, an add by its
     ``FloatFunctional``'s name. Every step is also recomputed by qlib from
     torch's own inputs, which says whether torch's integers are exactly that
-    step's arithmetic.
+    step's arithmetic. After torchao's ``quantize_``, the steps are the
+    Linears (float outputs, compared bit for bit; see ``run``), and
+    ``float_model`` is the model before ``quantize_``.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
