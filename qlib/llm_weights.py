@@ -28,7 +28,8 @@ Everything here is torchao's bit for bit on x86 CPUs (``tests/test_llm_weights.p
 releases, AVX512 and AVX2 kernels). Two paths end in torch's own float matmul (MKL or oneDNN), which
 qlib does not model: weight-only int8 and intx. There qlib computes the matmul's operands exactly and
 calls ``torch.mm``/``F.linear`` on them, as torchao does. The int4 kernel and the ``_int_mm`` path
-are modelled to the last bit, including ``_int_mm``'s saturating int16 pairs on CPUs without VNNI.
+are modelled to the last bit; ``_int_mm`` is exact on every CPU unless ``ONEDNN_MAX_CPU_ISA`` holds oneDNN
+below VNNI on a VNNI CPU, where qlib models its saturating int16 pairs.
 
 Sources: torchao v0.18.0's
 `quant_primitives.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/quantization/quant_primitives.py>`_,
@@ -36,7 +37,8 @@ Sources: torchao v0.18.0's
 `intx_unpacked_to_int8_tensor.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/quantization/quantize_/workflows/intx/intx_unpacked_to_int8_tensor.py>`_,
 `int4_opaque_tensor.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/prototype/quantization/int4/int4_opaque_tensor.py>`_,
 `intmm.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/kernel/intmm.py>`_; torch v2.14.1's
-`int4mm_kernel.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/cpu/int4mm_kernel.cpp>`_.
+`int4mm_kernel.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/cpu/int4mm_kernel.cpp>`_,
+`LinearAlgebra.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/LinearAlgebra.cpp>`_ (``_int_mm_out_cpu``).
 """
 
 from __future__ import annotations
@@ -311,15 +313,19 @@ def linear_int8_dynamic(
     order: ``float32(acc) * x_scale``, rounded to ``x``'s dtype, times the weight's scale (float32: a
     bfloat16 product is promoted), plus ``bias``, rounded to ``x``'s dtype.
 
-    The product is exact where oneDNN has VNNI or AMX instructions (torchao adds 128 to the codes on
-    VNNI CPUs without AMX and subtracts ``128 * column sums`` again: the same integers). On oneDNN's
-    AVX2 and AVX-512 kernels without VNNI (``pairs_saturate=True``) it adds 128 itself, multiplies
-    with ``vpmaddubsw`` and adds each pair of products ``(k, k + 1)`` in saturating int16, so that
-    ``acc = sum_pairs clamp16((x[k] + 128) w[k] + (x[k+1] + 128) w[k+1]) - 128 sum_k w[k]``: far from
-    the exact product once codes are large (measured: most outputs of random layers). ``None`` reads
-    this process's: saturating where oneDNN's int8 kernels (``qlib.onednn.onednn_isa()``) are
-    ``avx512_core``, ``avx2`` or ``sse41``, the CPU having neither AVX512-VNNI, AVX-VNNI nor AMX-INT8
-    or ``ONEDNN_MAX_CPU_ISA`` capping oneDNN below them.
+    The product is exact on every CPU as it comes: torch's ``_int_mm`` calls oneDNN only where cpuinfo
+    reports AVX512-VNNI (oneDNN then runs VNNI or AMX instructions; torchao adds 128 to the codes on
+    VNNI CPUs without AMX and subtracts ``128 * column sums`` again: the same integers), and on any
+    other CPU (AVX2 only, AVX-VNNI only, AVX-512 without VNNI) adds the int32 products in a loop of its
+    own. Only when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below VNNI on an AVX512-VNNI CPU
+    (``pairs_saturate=True``; a way to emulate an AVX2 CPU that does not emulate it here) do oneDNN's
+    AVX2 and AVX-512 kernels run: they add 128, multiply with ``vpmaddubsw`` and add each pair of
+    products ``(k, k + 1)`` in saturating int16, so that ``acc = sum_pairs clamp16((x[k] + 128) w[k] +
+    (x[k+1] + 128) w[k+1]) - 128 sum_k w[k]``: far from the exact product once codes are large.
+    ``None`` reads this process's: saturating where the CPU has AVX512-VNNI and oneDNN's int8 kernels
+    (``qlib.onednn.onednn_isa()``) are ``avx512_core``, ``avx2`` or ``sse41``. Measured: exact under
+    ``qemu-x86_64 -cpu Haswell`` (torch makes no oneDNN call there), saturated with the cap on an
+    AVX512-VNNI CPU; the condition is ``_int_mm_out_cpu``'s in torch's ``LinearAlgebra.cpp``.
 
     Chapter: "Weights for language models" (book/12_llm_weights).
 
@@ -337,8 +343,8 @@ def linear_int8_dynamic(
         )
     codes, x_scale, _ = quantize_per_group(x, None, 8, True, torch.float32, FLOAT32_EPS)
     codes = codes.reshape(-1, x.shape[-1])
-    if pairs_saturate is None:
-        pairs_saturate = onednn_isa() in ("avx512_core", "avx2", "sse41")  # no VNNI, no AMX
+    if pairs_saturate is None:  # oneDNN (VNNI CPUs only) held below VNNI by ONEDNN_MAX_CPU_ISA
+        pairs_saturate = torch.cpu._is_vnni_supported() and onednn_isa() in ("avx512_core", "avx2", "sse41")
     acc = wrap_int32(_int_matmul(codes, qdata, pairs_saturate))
     y = (acc.to(torch.float32) * x_scale.reshape(-1, 1)).to(x.dtype)
     y = (y * scale.flatten()).reshape(*x.shape[:-1], qdata.shape[0])

@@ -12,6 +12,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -35,7 +40,7 @@ from test_llm_weights import (
 )
 
 import qlib
-from qlib.llm_weights import int4_weight_cpu, int8_weight
+from qlib.llm_weights import int4_weight_cpu, int8_weight, intx_weight
 from qlib.testing import assert_same_ints
 
 pytestmark = pytest.mark.cpu_kind
@@ -204,12 +209,13 @@ def test_run_and_compare_follow_torch_on_a_tiny_llama(tiny_llama, name, dtype):
     check_run_and_compare(model, quantized, ids)
 
 
-@pytest.mark.parametrize("name", ["Int8WeightOnlyConfig()", "Int8DynamicActivationInt8WeightConfig()"])
+@pytest.mark.parametrize("name", [name for name in CONFIGS if not name.startswith("Prototype")])
 def test_save_pretrained_and_from_pretrained_keep_the_codes(tiny_llama, tmp_path, name):
     """quantize at from_pretrained (TorchAoConfig), save_pretrained to safetensors, load: qlib's codes and scales."""
     transformers, model = tiny_llama
+    group = 64
     model.save_pretrained(tmp_path / "float")
-    config = transformers.TorchAoConfig(quant_type=CONFIGS[name][0](None))
+    config = transformers.TorchAoConfig(quant_type=CONFIGS[name][0](group))
     quantized = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "float", quantization_config=config)
     quantized.save_pretrained(tmp_path / "quantized")
     assert (tmp_path / "quantized" / "model.safetensors").exists()
@@ -219,9 +225,16 @@ def test_save_pretrained_and_from_pretrained_keep_the_codes(tiny_llama, tmp_path
         if path == "lm_head":  # transformers' TorchAoConfig leaves the head in float (modules_to_not_convert)
             assert torch.equal(module.weight, model.lm_head.weight)
         elif isinstance(module, torch.nn.Linear):
-            qdata, scale, zero_point = int8_weight(floats[path].weight.detach())
-            assert_same_ints(qdata, module.weight.qdata, path)
-            assert_same_floats(scale, module.weight.scale, path)
+            weight = floats[path].weight.detach()
+            if name.startswith("Int8WeightOnlyConfig(PerGroup"):
+                ours = int8_weight(weight, group)
+            elif "Intx" in name:
+                ours = intx_weight(weight, group)
+            else:
+                ours = int8_weight(weight)
+            assert_same_ints(ours[0], module.weight.qdata, path)
+            assert_same_floats(ours[1], module.weight.scale, path)
+            assert_same_ints(ours[2], module.weight.zero_point, path)
     ids = torch.randint(0, 512, (1, 7), generator=torch.Generator().manual_seed(2))
     check_run_and_compare(model, loaded, ids)
 
@@ -239,3 +252,52 @@ def test_save_pretrained_refuses_the_int4_cpu_weight_and_from_pretrained_quantiz
     qdata, scale_and_zero = int4_weight_cpu(model.model.layers[1].mlp.down_proj.weight.detach(), 128)
     assert_same_ints(qdata, down.qdata)
     assert_same_floats(scale_and_zero, down.scale_and_zero)
+
+
+# --- an AVX2-only CPU, emulated: qemu-x86_64 -cpu Haswell hides AVX-512 and VNNI from torch and oneDNN ----------
+
+QEMU_SCRIPT = """
+import pickle, sys
+import torch
+import torchao.quantization as ao
+import qlib
+model, x = pickle.loads(open(sys.argv[1], "rb").read())
+ao.quantize_(model, ao.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+seen = {}
+for name, m in model.named_modules():
+    if isinstance(m, torch.nn.Linear):
+        m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+with torch.no_grad():
+    model(x)
+ours = {name: step.codes for name, step in qlib.run(model, x).activations.items()}
+open(sys.argv[2], "wb").write(pickle.dumps((torch.cpu._is_vnni_supported(), seen, ours)))
+"""
+
+
+def test_int_mm_is_exact_on_an_emulated_avx2_cpu(tmp_path):
+    """torch's _int_mm calls oneDNN only on AVX512-VNNI CPUs; elsewhere its own loop adds the products exactly.
+    So on an AVX2-only CPU the dynamic int8 Linears are the exact product's, and run's default follows."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user); the AVX2 emulation needs it")
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.SiLU(), torch.nn.Linear(64, 16)).eval()
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(3)) * 30  # large codes: pairs would saturate
+    (tmp_path / "in.pkl").write_bytes(pickle.dumps((model, x)))
+    (tmp_path / "run.py").write_text(QEMU_SCRIPT)
+    done = subprocess.run(
+        [qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    vnni, theirs, ours_there = pickle.loads((tmp_path / "out.pkl").read_bytes())
+    assert not vnni, "qemu's Haswell should hide VNNI"
+    q = copy.deepcopy(model)
+    ao.quantize_(q, int8_dynamic())
+    weight, bias = q[0].weight, q[0].bias
+    exact = qlib.linear_int8_dynamic(x, weight.qdata, weight.scale, bias, pairs_saturate=False)
+    saturated = qlib.linear_int8_dynamic(x, weight.qdata, weight.scale, bias, pairs_saturate=True)
+    assert_same_floats(exact, theirs["0"], "the exact product, under qemu")
+    assert not torch.equal(saturated, theirs["0"]), "these codes should tell saturated pairs apart"
+    for name in theirs:
+        assert_same_floats(ours_there[name], theirs[name], f"qlib.run's default under qemu: {name}")
