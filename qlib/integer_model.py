@@ -10,7 +10,10 @@ that only move codes (``view``, ``transpose``...) and ops on float tensors run i
 are; any other op on a quantized tensor raises an error that names it, its module and the table.
 Each call is a step of its own, in call order: a module called twice gives two steps
 (``relu`` and ``relu#2``). Steps are named by module path; an op of a ``FloatFunctional`` by the
-``FloatFunctional``'s name.
+``FloatFunctional``'s name. A model after torchao's ``quantize_`` is watched one level higher too:
+its weights compute ``F.linear`` in their ``__torch_function__``, so ``run`` meets each Linear there
+(a ``TorchFunctionMode``) and computes it with ``qlib.llm_weights``; the float ops between the
+Linears (norms, attention, SiLU) run in torch.
 
 ``compare(float_model, quantized_model, x)`` runs the quantized model once in torch, keeps
 torch's integers at every step and computes qlib's beside them from torch's own inputs, and
@@ -20,6 +23,7 @@ ratio of torch's result against the float one, the largest error, and how many i
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 from collections import Counter
@@ -27,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
 # the operator modules register their ops when imported
@@ -44,7 +49,8 @@ from qlib import (  # noqa: F401
     quantized_linear,
 )
 from qlib.dequant import dequantize
-from qlib.registry import LAYOUT_OPS, OPERATORS, Settings, op_name, supported
+from qlib.llm_weights import torchao_linear_op
+from qlib.registry import LAYOUT_OPS, OPERATORS, Operator, Settings, op_name, supported
 
 QUANTIZED_NAMESPACES = ("quantized", "quantized_decomposed")
 
@@ -218,6 +224,10 @@ class _Watch(TorchDispatchMode):
                 _refuse_unmodelled(name, self.namer, _holds_quantized(result))
                 return result
             return func(*args, **kwargs)
+        return self.model(name, row, func, args, kwargs)
+
+    def model(self, name: str, row: Operator, func, args: tuple, kwargs: dict):
+        """qlib's result of one call of a registered op, recorded as a step (and torch's beside it)."""
         self.modelled += 1
         short = name.split("::")[1]
         try:
@@ -235,6 +245,47 @@ class _Watch(TorchDispatchMode):
             ours = args[0]
         self.namer.add(short, ours).qparams = qparams
         return ours
+
+
+# Functions that compute with their weight: on a torchao weight qlib does not model, run refuses them.
+TORCHAO_COMPUTE = frozenset(("linear", "embedding", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "addmm"))
+
+
+class _WatchTorchao(TorchFunctionMode):
+    """``F.linear`` on a torchao weight (``quantize_``): computed by qlib, as ``_Watch`` does at the dispatcher.
+
+    torchao's weight subclasses compute ``F.linear`` in their ``__torch_function__``, so below it the
+    dispatcher sees only float ops on plain tensors (``aten::mm``, ``aten::_int_mm``...). This mode meets
+    the call above them, where the weight still says what it is (``qlib.llm_weights.torchao_linear_op``).
+    Any other compute op on a torchao weight (an embedding, a convolution) is refused.
+    """
+
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        weight = None
+        if func is torch.nn.functional.linear:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = torchao_linear_op(weight)
+            if name is not None:
+                with _disable_current_modes():  # below this call there are only float ops: no need to watch them
+                    return self.watch.model(name, OPERATORS[name], func, args, kwargs)
+        if getattr(func, "__name__", "") in TORCHAO_COMPUTE:
+            weight = next((leaf for leaf in tree_flatten((args, kwargs))[0] if _is_torchao(leaf)), None)
+        if _is_torchao(weight):
+            raise ValueError(
+                f"qlib.run does not model {getattr(func, '__name__', func)} on torchao's {type(weight).__name__}, "
+                f"called {_where(self.watch.namer)}. qlib models F.linear on the weights of torchao's CPU configs: "
+                "Int8Tensor, IntxUnpackedToInt8Tensor, Int4OpaqueTensor (see qlib.llm_weights)"
+            )
+        return func(*args, **kwargs)
+
+
+def _is_torchao(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and type(value).__module__.startswith("torchao.")
 
 
 def _holds_quantized(tree: object) -> bool:
@@ -281,8 +332,9 @@ def _watch(model, x, settings: Settings, keep_torch: bool) -> tuple[list[_Step],
     namer = _Namer(model)
     watch = _Watch(namer, settings, keep_torch)
     graph = isinstance(model, torch.fx.GraphModule)
+    torchao = any(_is_torchao(p) for p in model.parameters())
     try:
-        with torch.no_grad(), watch:
+        with torch.no_grad(), watch, _WatchTorchao(watch) if torchao else contextlib.nullcontext():
             returned = _GraphRunner(model, namer).run(x) if graph else model(x)
     except AttributeError as error:
         if "'function' object has no attribute" in str(error) and "mha" not in str(error):
@@ -297,7 +349,8 @@ def _watch(model, x, settings: Settings, keep_torch: bool) -> tuple[list[_Step],
     if watch.modelled == 0:
         raise ValueError(
             "this is a float model: torch called none of the quantized ops qlib models. Quantize it first "
-            "(eager mode: prepare, calibrate, convert; or quantize_dynamic; or PT2E's convert_pt2e)"
+            "(eager mode: prepare, calibrate, convert; or quantize_dynamic; or PT2E's convert_pt2e; or torchao's "
+            "quantize_ with a CPU config of qlib.llm_weights)"
         )
     return steps, returned
 
@@ -316,6 +369,15 @@ def run(
     ``qlib.conv2d``, ``qlib.add``). ``pairs_saturate`` and ``release`` are
     passed to the operators (None: the CPU and torch at hand). Each Conv and
     Linear follows the backend its weight was packed for.
+
+    A model after torchao's ``quantize_`` (the CPU configs of
+    ``qlib.llm_weights``) runs too: each Linear's output is the function of
+    ``qlib.llm_weights`` for its weight, named by module path, and the float
+    ops between the Linears run in torch. The int4 kernel and the dynamic
+    int8 ``_int_mm`` path are modelled to the last bit; on the weight-only
+    int8 and intx paths qlib computes the matmul's operands bit for bit and
+    calls torch's own float matmul on them, as torchao does (qlib does not
+    model MKL's or oneDNN's float accumulation order).
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -457,7 +519,9 @@ def compare(
     model); steps are matched by module name and call, an add by its
     ``FloatFunctional``'s name. Every step is also recomputed by qlib from
     torch's own inputs, which says whether torch's integers are exactly that
-    step's arithmetic.
+    step's arithmetic. After torchao's ``quantize_``, the steps are the
+    Linears (float outputs, compared bit for bit; see ``run``), and
+    ``float_model`` is the model before ``quantize_``.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -507,13 +571,20 @@ def _check_float_twin(float_model: torch.nn.Module, quantized_model: torch.nn.Mo
     if float_model is quantized_model:
         raise ValueError("compare needs the float model and the quantized one, in that order; got one model twice")
     floats = dict(float_model.named_modules())
-    quantized_there = [path for path, m in floats.items() if getattr(m, "_packed_params", None) is not None]
+    quantized_there = [
+        path
+        for path, m in floats.items()
+        if getattr(m, "_packed_params", None) is not None or _is_torchao(getattr(m, "weight", None))
+    ]
     if quantized_there:
         raise ValueError(
             f"compare's first argument must be the float model; its {quantized_there[0]} is a quantized "
             f"{type(floats[quantized_there[0]]).__name__}: pass (float_model, quantized_model)"
         )
     for path, module in quantized_model.named_modules():
+        if _is_torchao(getattr(module, "weight", None)):
+            _check_torchao_twin(path, module.weight, floats.get(path))
+            continue
         packed = getattr(module, "_packed_params", None)
         weight = getattr(module, "weight", None)
         if packed is None or not callable(weight) or path not in floats:
@@ -548,6 +619,24 @@ def _check_float_twin(float_model: torch.nn.Module, quantized_model: torch.nn.Mo
             )
 
 
+def _check_torchao_twin(path: str, weight: torch.Tensor, twin: torch.nn.Module | None) -> None:
+    """Refuse a float model whose ``path`` has no float weight of the torchao weight's shape and dtype."""
+    float_weight = getattr(twin, "weight", None)
+    if not isinstance(float_weight, torch.Tensor) or (float_weight.shape, float_weight.dtype) != (
+        weight.shape,
+        weight.dtype,
+    ):
+        got = (
+            "no weight"
+            if not isinstance(float_weight, torch.Tensor)
+            else f"{tuple(float_weight.shape)}, {float_weight.dtype}"
+        )
+        raise ValueError(
+            f"the float model's {path or 'model'} has {got}; the quantized one's weight is {tuple(weight.shape)}, "
+            f"{weight.dtype}: pass the float model that quantize_ was given (a copy made before quantize_)"
+        )
+
+
 def _float_weight(module: torch.nn.Module) -> torch.Tensor | None:
     """The weight a float (possibly fused) module computes with: its own, or its first child's."""
     for candidate in module.modules():
@@ -562,7 +651,7 @@ def _differ(ours: Activation, theirs: Activation) -> int:
     if ours.scale is None:  # a float result (DeQuantize, a dynamic Linear): bit for bit
         if ours.codes.dtype != theirs.codes.dtype or ours.codes.shape != theirs.codes.shape:
             return theirs.codes.numel()
-        as_bits = torch.int32 if ours.codes.dtype == torch.float32 else ours.codes.dtype
+        as_bits = {torch.float32: torch.int32, torch.bfloat16: torch.int16}.get(ours.codes.dtype, ours.codes.dtype)
         return int((ours.codes.contiguous().view(as_bits) != theirs.codes.contiguous().view(as_bits)).sum())
     if (ours.scale, ours.zero_point) != (theirs.scale, theirs.zero_point):
         return ours.codes.numel()

@@ -28,7 +28,8 @@ Everything here is torchao's bit for bit on x86 CPUs (``tests/test_llm_weights.p
 releases, AVX512 and AVX2 kernels). Two paths end in torch's own float matmul (MKL or oneDNN), which
 qlib does not model: weight-only int8 and intx. There qlib computes the matmul's operands exactly and
 calls ``torch.mm``/``F.linear`` on them, as torchao does. The int4 kernel and the ``_int_mm`` path
-are modelled to the last bit, including ``_int_mm``'s saturating int16 pairs on CPUs without VNNI.
+are modelled to the last bit; ``_int_mm`` is exact on every CPU unless ``ONEDNN_MAX_CPU_ISA`` holds oneDNN
+below VNNI on a VNNI CPU, where qlib models its saturating int16 pairs.
 
 Sources: torchao v0.18.0's
 `quant_primitives.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/quantization/quant_primitives.py>`_,
@@ -36,10 +37,13 @@ Sources: torchao v0.18.0's
 `intx_unpacked_to_int8_tensor.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/quantization/quantize_/workflows/intx/intx_unpacked_to_int8_tensor.py>`_,
 `int4_opaque_tensor.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/prototype/quantization/int4/int4_opaque_tensor.py>`_,
 `intmm.py <https://github.com/pytorch/ao/blob/v0.18.0/torchao/kernel/intmm.py>`_; torch v2.14.1's
-`int4mm_kernel.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/cpu/int4mm_kernel.cpp>`_.
+`int4mm_kernel.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/cpu/int4mm_kernel.cpp>`_,
+`LinearAlgebra.cpp <https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/native/LinearAlgebra.cpp>`_ (``_int_mm_out_cpu``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -48,6 +52,7 @@ from qlib.numerics import INT16_MAX, INT16_MIN, fma_float32, wrap_int32
 from qlib.observers import FLOAT32_EPS  # the int8 configs' smallest scale, for bfloat16 weights too
 from qlib.onednn import onednn_isa
 from qlib.ranges import DTYPE_RANGES
+from qlib.registry import Settings, register
 from qlib.releases import X86_CAPABILITIES
 
 #: The weight dtypes qlib follows torchao's configs for.
@@ -308,15 +313,19 @@ def linear_int8_dynamic(
     order: ``float32(acc) * x_scale``, rounded to ``x``'s dtype, times the weight's scale (float32: a
     bfloat16 product is promoted), plus ``bias``, rounded to ``x``'s dtype.
 
-    The product is exact where oneDNN has VNNI or AMX instructions (torchao adds 128 to the codes on
-    VNNI CPUs without AMX and subtracts ``128 * column sums`` again: the same integers). On oneDNN's
-    AVX2 and AVX-512 kernels without VNNI (``pairs_saturate=True``) it adds 128 itself, multiplies
-    with ``vpmaddubsw`` and adds each pair of products ``(k, k + 1)`` in saturating int16, so that
-    ``acc = sum_pairs clamp16((x[k] + 128) w[k] + (x[k+1] + 128) w[k+1]) - 128 sum_k w[k]``: far from
-    the exact product once codes are large (measured: most outputs of random layers). ``None`` reads
-    this process's: saturating where oneDNN's int8 kernels (``qlib.onednn.onednn_isa()``) are
-    ``avx512_core``, ``avx2`` or ``sse41``, the CPU having neither AVX512-VNNI, AVX-VNNI nor AMX-INT8
-    or ``ONEDNN_MAX_CPU_ISA`` capping oneDNN below them.
+    The product is exact on every CPU as it comes: torch's ``_int_mm`` calls oneDNN only where cpuinfo
+    reports AVX512-VNNI (oneDNN then runs VNNI or AMX instructions; torchao adds 128 to the codes on
+    VNNI CPUs without AMX and subtracts ``128 * column sums`` again: the same integers), and on any
+    other CPU (AVX2 only, AVX-VNNI only, AVX-512 without VNNI) adds the int32 products in a loop of its
+    own. Only when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below VNNI on an AVX512-VNNI CPU
+    (``pairs_saturate=True``; a way to emulate an AVX2 CPU that does not emulate it here) do oneDNN's
+    AVX2 and AVX-512 kernels run: they add 128, multiply with ``vpmaddubsw`` and add each pair of
+    products ``(k, k + 1)`` in saturating int16, so that ``acc = sum_pairs clamp16((x[k] + 128) w[k] +
+    (x[k+1] + 128) w[k+1]) - 128 sum_k w[k]``: far from the exact product once codes are large.
+    ``None`` reads this process's: saturating where the CPU has AVX512-VNNI and oneDNN's int8 kernels
+    (``qlib.onednn.onednn_isa()``) are ``avx512_core``, ``avx2`` or ``sse41``. Measured: exact under
+    ``qemu-x86_64 -cpu Haswell`` (torch makes no oneDNN call there), saturated with the cap on an
+    AVX512-VNNI CPU; the condition is ``_int_mm_out_cpu``'s in torch's ``LinearAlgebra.cpp``.
 
     Chapter: "Weights for language models" (book/12_llm_weights).
 
@@ -334,8 +343,8 @@ def linear_int8_dynamic(
         )
     codes, x_scale, _ = quantize_per_group(x, None, 8, True, torch.float32, FLOAT32_EPS)
     codes = codes.reshape(-1, x.shape[-1])
-    if pairs_saturate is None:
-        pairs_saturate = onednn_isa() in ("avx512_core", "avx2", "sse41")  # no VNNI, no AMX
+    if pairs_saturate is None:  # oneDNN (VNNI CPUs only) held below VNNI by ONEDNN_MAX_CPU_ISA
+        pairs_saturate = torch.cpu._is_vnni_supported() and onednn_isa() in ("avx512_core", "avx2", "sse41")
     acc = wrap_int32(_int_matmul(codes, qdata, pairs_saturate))
     y = (acc.to(torch.float32) * x_scale.reshape(-1, 1)).to(x.dtype)
     y = (y * scale.flatten()).reshape(*x.shape[:-1], qdata.shape[0])
@@ -519,6 +528,110 @@ def _capability(capability: str | None) -> str:
             f"(None reads torch.backends.cpu.get_cpu_capability()); got {found!r}"
         )
     return found.upper()
+
+
+def torchao_linear_op(weight: object) -> str | None:
+    """The row of qlib's operator table (``qlib.registry``) for ``F.linear`` on ``weight``: one of torchao's
+    CPU weights above (``"torchao::linear_int4_cpu"``...), or None for any other weight.
+
+    torchao's subclasses compute ``F.linear`` in their ``__torch_function__``, above torch's dispatcher, so
+    ``qlib.run`` and ``qlib.compare`` meet them there and ask this which qlib function is theirs.
+
+    Chapter: "Weights for language models" (book/12_llm_weights).
+
+    >>> torchao_linear_op(torch.ones(2, 2)) is None
+    True
+    """
+    if not type(weight).__module__.startswith("torchao."):
+        return None
+    kind = type(weight).__name__
+    if kind == "Int8Tensor":
+        dynamic = getattr(weight, "act_quant_kwargs", None) is not None
+        return "torchao::linear_int8_dynamic" if dynamic else "torchao::linear_int8_weight_only"
+    return {"IntxUnpackedToInt8Tensor": "torchao::linear_intx", "Int4OpaqueTensor": "torchao::linear_int4_cpu"}.get(
+        kind
+    )
+
+
+def _linear_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    """``F.linear``'s input, weight (a torchao subclass: its tensors are attributes) and bias, however passed."""
+    x = args[0] if args else kwargs["input"]
+    weight = args[1] if len(args) > 1 else kwargs["weight"]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    return x, weight, bias
+
+
+def _refuse(weight: Any, what: str) -> None:
+    raise ValueError(
+        f"this {type(weight).__name__} weight {what}, which qlib does not model: qlib follows torchao's CPU "
+        "configs as quantize_ makes them with their defaults (see qlib.llm_weights)"
+    )
+
+
+def _no_pre_scale(weight: Any) -> None:
+    if getattr(weight, "act_pre_scale", None) is not None:
+        _refuse(weight, "scales its input first (act_pre_scale: AWQ, SmoothQuant)")
+
+
+@register(
+    "torchao::linear_int8_weight_only",
+    function="qlib.linear_int8_weight_only",
+    modules=("torch.nn.Linear after quantize_(model, Int8WeightOnlyConfig())",),
+    on_float=True,
+)
+def _linear_int8_weight_only_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    return linear_int8_weight_only(x, weight.qdata, weight.scale, weight.zero_point, bias)
+
+
+@register(
+    "torchao::linear_int8_dynamic",
+    function="qlib.linear_int8_dynamic",
+    modules=("torch.nn.Linear after quantize_(model, Int8DynamicActivationInt8WeightConfig())",),
+    on_float=True,
+)
+def _linear_int8_dynamic_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    activation = weight.act_quant_kwargs
+    if type(activation.granularity).__name__ != "PerRow" or activation.mapping_type.name != "SYMMETRIC":
+        _refuse(weight, f"quantizes its input {activation.mapping_type.name} {activation.granularity}, not per row")
+    if activation.reduce_range or getattr(weight, "act_quant_scale", None) is not None:
+        _refuse(weight, "quantizes its input with reduce_range or a static scale")
+    return linear_int8_dynamic(x, weight.qdata, weight.scale, bias, settings.pairs_saturate)
+
+
+@register(
+    "torchao::linear_intx",
+    function="qlib.linear_intx",
+    modules=(
+        "torch.nn.Linear after quantize_(model, IntxWeightOnlyConfig(...))",
+        "torch.nn.Linear after quantize_(model, Int8DynamicActivationIntxWeightConfig(...))",
+    ),
+    on_float=True,
+)
+def _linear_intx_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    activation = weight.activation_quantization
+    if activation is not None and activation != "int8_asym_per_token":  # a str enum, or a str after a copy
+        _refuse(weight, f"quantizes its input as {activation}")
+    dynamic = activation is not None
+    return linear_intx(x, weight.qdata, weight.scale, weight.zero_point, bias, dynamic_activation=dynamic)
+
+
+@register(
+    "torchao::linear_int4_cpu",
+    function="qlib.linear_int4_cpu",
+    modules=("torch.nn.Linear after quantize_(model, PrototypeInt4WeightOnlyConfig(group_size))",),
+    on_float=True,
+)
+def _linear_int4_cpu_op(args: tuple, kwargs: dict, settings: Settings) -> torch.Tensor:
+    x, weight, bias = _linear_arguments(args, kwargs)
+    _no_pre_scale(weight)
+    if getattr(weight, "act_mapping_type", None) is not None:
+        _refuse(weight, "quantizes its input to int8 (torchao's DA8W4 path)")
+    return linear_int4_cpu(x, weight.qdata, weight.scale_and_zero, weight.block_size[1], bias)
 
 
 def _float_tensor(x: object, name: str) -> torch.Tensor:

@@ -38,7 +38,8 @@ Compute = Callable[[tuple, dict, Settings], torch.Tensor]
 
 @dataclass(frozen=True)
 class Operator:
-    """One row of the table: torch's ``op`` (as the dispatcher names it, ``quantized::conv2d``), the
+    """One row of the table: torch's ``op`` (as the dispatcher names it, ``quantized::conv2d``; a Linear whose
+    weight is a torchao subclass, met at ``F.linear``, as ``torchao::`` and its qlib function), the
     qlib ``function`` that reproduces it, the ``modules`` (or calls) that reach it, and ``compute``,
     which takes the op's arguments as torch receives them and returns what torch's op returns. An op
     with ``on_float`` False (ReLU, say) is qlib's only on quantized tensors: on float ones torch runs it.
