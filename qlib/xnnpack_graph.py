@@ -180,8 +180,10 @@ def _clamp(x: Codes, scale: float, zero_point: int, low: float, high: float, n: 
     return _same(x, scale, zero_point, n, _bounded(x.codes, scale, zero_point, low, high))
 
 
-def run_graph(model: torch.fx.GraphModule, x: torch.Tensor) -> tuple[list[tuple[torch.fx.Node, Codes]], object]:
-    """Run a ``convert_pt2e`` graph on float32 ``x`` as the XNNPACK delegate does.
+def run_graph(
+    model: torch.fx.GraphModule, x: torch.Tensor | tuple[torch.Tensor, ...]
+) -> tuple[list[tuple[torch.fx.Node, Codes]], object]:
+    """Run a ``convert_pt2e`` graph on float32 ``x`` (a tuple: one tensor per input) as the XNNPACK delegate does.
 
     Returns each quantize node with its codes, in graph order, and what the
     graph returns (a dequantized output as float32, as XNNPACK converts it).
@@ -190,7 +192,7 @@ def run_graph(model: torch.fx.GraphModule, x: torch.Tensor) -> tuple[list[tuple[
         raise TypeError(f"the xnnpack backend runs a convert_pt2e graph (a torch.fx.GraphModule); got {type(model).__name__}")
     runner = _XnnpackRunner(model)
     with torch.no_grad():
-        returned = runner.run(x)
+        returned = runner.run(*(x if isinstance(x, tuple) else (x,)))
     return runner.steps, _to_float(returned)
 
 

@@ -257,3 +257,66 @@ def test_errors():
         xnnpack_add(q, 1.0, 0, q, 1.0, 0, 2.0**-12, 0)
     with pytest.raises(ValueError, match="backend"):
         qlib.run(nn.Identity(), torch.zeros(1), backend="tflite")
+
+
+QD = torch.ops.quantized_decomposed
+
+
+def qdq(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    q = QD.quantize_per_tensor.default(x, scale, zero_point, -128, 127, torch.int8)
+    return QD.dequantize_per_tensor.default(q, scale, zero_point, -128, 127, torch.int8)
+
+
+# (s_x, zp_x, s_y, zp_y) where a fused multiply-add in the mean's last step would change a few codes
+MEAN_SETS = [
+    (0.09658323228359222, -55, 0.04332615062594414, -106),
+    (0.043122172355651855, -17, 0.04936998710036278, 24),
+    (0.014634973369538784, -106, 0.0056682792492210865, -41),
+]
+MEAN_SHAPE = (4, 32, 8, 8)
+
+
+class Means(nn.Module):
+    """Three means, with their quantize and dequantize nodes written by hand (a mean alone is not annotated)."""
+
+    def forward(self, x1, x2, x3):
+        return tuple(
+            qdq(qdq(x, s_x, zp_x).mean([-1, -2], keepdim=True), s_y, zp_y)
+            for x, (s_x, zp_x, s_y, zp_y) in zip((x1, x2, x3), MEAN_SETS, strict=True)
+        )
+
+
+def fused_mean_differs(s_x: float, zp_x: int, s_y: float, zp_y: int) -> torch.Tensor:
+    """The sums of 64 codes whose mean a fused multiply-add (``fmaf(sum, s, z)``) would round otherwise."""
+    f32 = torch.float32
+    s = (torch.tensor(s_x, dtype=f32) / torch.tensor(s_y, dtype=f32)) * (1 / torch.tensor(64.0, dtype=f32))
+    z = torch.tensor(float(zp_y), dtype=f32) - torch.tensor(float(64 * zp_x), dtype=f32) * s
+    sums = torch.arange(-128 * 64, 127 * 64 + 1)
+    plain = torch.round(sums.to(f32) * s + z)
+    fused = torch.round((sums.double() * s.double() + z.double()).to(f32))
+    return sums[plain != fused]
+
+
+def test_mean_has_no_fused_multiply_add_on_x86():
+    """The mean's convert ``float(sum) * s + z`` is two float32 roundings here (XNNPACK's C++ reference loop,
+    which an AArch64 compiler may contract into one fused multiply-add: not measured)."""
+    gen = torch.Generator().manual_seed(3)
+    inputs = []
+    for s_x, zp_x, s_y, zp_y in MEAN_SETS:
+        sums = fused_mean_differs(s_x, zp_x, s_y, zp_y)
+        target = sums[torch.randint(0, len(sums), MEAN_SHAPE[:2], generator=gen)].unsqueeze(-1)
+        codes = target.div(64, rounding_mode="floor") + (torch.arange(64) < target % 64).long()  # sums to target
+        inputs.append((codes.view(MEAN_SHAPE) - zp_x).float() * torch.tensor(s_x, dtype=torch.float32))
+    inputs = tuple(inputs)
+    graph = torch.export.export(Means(), inputs).module()
+    program = method(to_edge_transform_and_lower(
+        torch.export.export(graph, inputs), partitioner=[XnnpackPartitioner()]).to_executorch().buffer)  # fmt: skip
+    theirs = program.execute(list(inputs))
+    steps, ours = run_graph(graph, inputs)
+    for o, t in zip(ours, theirs, strict=True):
+        assert_same_bits(o, t, "means")
+    converts = [codes for node, codes in steps if node.args[0].op == "placeholder"]
+    differ = 0
+    for codes, (s_x, zp_x, s_y, zp_y) in zip(converts, MEAN_SETS, strict=True):
+        differ += int(torch.isin(codes.codes.long().sum((2, 3)), fused_mean_differs(s_x, zp_x, s_y, zp_y)).sum())
+    assert differ > 100, differ  # the inputs did land on sums where a fused multiply-add would differ
