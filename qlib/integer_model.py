@@ -358,7 +358,7 @@ def _run_xnnpack(model: torch.nn.Module, x: torch.Tensor) -> Run:
     steps = []
     for node, codes in quantized:
         name, owned = _node_step_name(node)
-        source = node.args[0]
+        source = cast(torch.fx.Node, node.args[0])
         op = "convert" if source.op == "placeholder" else str(source.target).removeprefix("aten.").split(".")[0]
         qparams = (float(codes.scale), codes.zero_point)
         steps.append(_Step(name, op, name if owned else "", codes.codes, owned=owned, qparams=qparams))

@@ -98,6 +98,8 @@ def xnnpack_quantize(x: torch.Tensor, scale: float, zero_point: int) -> torch.Te
     ``x`` is float32 (NaN refused); ``scale`` is taken as float32, as the
     ``.pte`` stores it. The module docstring cites the source.
 
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
+
     >>> xnnpack_quantize(torch.tensor([-1.0, 0.025, 0.075, 9.0]), 0.05, 1)
     tensor([-19,   1,   3, 127], dtype=torch.int8)
     """
@@ -110,6 +112,8 @@ def xnnpack_quantize(x: torch.Tensor, scale: float, zero_point: int) -> torch.Te
 
 def xnnpack_dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """XNNPACK's Convert qs8 -> f32: ``float32(q - zero_point) * float32(scale)``.
+
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
 
     >>> xnnpack_dequantize(torch.tensor([-19, 1, 3], dtype=torch.int8), 0.05, 1)
     tensor([-1.0000,  0.0000,  0.1000])
@@ -127,8 +131,10 @@ def xnnpack_bias(bias: torch.Tensor, x_scale: float, weight_scale: float | torch
     (a 1-d tensor) ``quantize_per_channel`` at the float32 products. Both round
     half to even (``qlib.quantize_pt2e``).
 
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
+
     >>> xnnpack_bias(torch.tensor([0.375, -0.125]), 0.5, 0.5)
-    tensor([ 2,  0], dtype=torch.int32)
+    tensor([2, 0], dtype=torch.int32)
     """
     checks.float32_tensor(bias, "bias")
     if bias.dim() != 1:
@@ -190,10 +196,12 @@ def xnnpack_linear(
     ExecuTorch does (``xnnpack_bias``). ``output_min``/``output_max``: a fused
     ReLU (``0, inf``) or hardtanh. Arithmetic: the module docstring.
 
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
+
     >>> x = torch.tensor([[10, -3]], dtype=torch.int8)
     >>> w = torch.tensor([[2, 4], [-1, 1]], dtype=torch.int8)
-    >>> xnnpack_linear(x, 0.1, 1, w, torch.tensor([0.01, 0.02]), None, 0.004, 0)
-    tensor([[  5, -31]], dtype=torch.int8)
+    >>> xnnpack_linear(x, 0.1, 1, w, torch.tensor([0.01, 0.02]), None, 0.004, 0)  # 0.5 and -6.5: to even
+    tensor([[ 0, -6]], dtype=torch.int8)
     """
     x, weight = _codes(x, "x"), _codes(weight, "weight")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
@@ -227,6 +235,8 @@ def xnnpack_conv2d(
     Same arithmetic and arguments as ``xnnpack_linear``; padding counts as the
     input zero point (a zero value), as in torch.
 
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
+
     >>> x = torch.tensor([[[[4, -2], [0, 8]]]], dtype=torch.int8)
     >>> xnnpack_conv2d(x, 0.5, 0, torch.ones(1, 1, 2, 2, dtype=torch.int8), 0.5, None, 0.5, 0)
     tensor([[[[5]]]], dtype=torch.int8)
@@ -251,7 +261,7 @@ def add_parameters(a_scale: float, b_scale: float, scale: float) -> tuple[int, i
     a = float32(_scale(a_scale, "a_scale") / _scale(scale, "scale"))
     b = float32(_scale(b_scale, "b_scale") / _scale(scale, "scale"))
     largest = max(a, b)
-    if not 2.0**-10 <= min(a, b) or not largest < 2.0**8:
+    if min(a, b) < 2.0**-10 or largest >= 2.0**8:
         raise ValueError(f"XNNPACK's add needs input/output scale ratios in [2**-10, 2**8); got {a:.6g}, {b:.6g}")
     shift = 20 - (math.frexp(largest)[1] - 1)
     multipliers = torch.round(torch.tensor([a, b], dtype=torch.float64) * 2.0**shift).long().tolist()
@@ -275,6 +285,8 @@ def xnnpack_add(
     ``(bias + a * m_a + b * m_b) >> shift + zero_point``, rounding half up: see
     the module docstring and ``add_parameters``. A fused ReLU: ``output_min=0``.
 
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
+
     >>> a = torch.tensor([1, 3, -3], dtype=torch.int8)
     >>> xnnpack_add(a, 0.5, 0, torch.zeros(3, dtype=torch.int8), 0.5, 0, 1.0, 0)
     tensor([ 1,  2, -1], dtype=torch.int8)
@@ -294,6 +306,8 @@ def xnnpack_mean(x: torch.Tensor, x_scale: float, x_zero_point: int, scale: floa
 
     ``nearbyint(float32(float32(sum) * s) + z)``, the zero point added before
     rounding: the module docstring has ``s`` and ``z``.
+
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
 
     >>> x = torch.tensor([[[[1, 2], [3, 4]]]], dtype=torch.int8)
     >>> xnnpack_mean(x, 1.0, 0, 1.0, 0)  # 2.5 rounds to even
@@ -321,6 +335,8 @@ def xnnpack_max_pool2d(
     ceil_mode: bool = False,
 ) -> torch.Tensor:
     """XNNPACK's qs8 max pooling of int8 codes ``x`` ``[B, C, H, W]``: each window's largest code.
+
+    Chapter: "Off to the edge" (book/14_edge, not written yet: issue 22).
 
     >>> xnnpack_max_pool2d(torch.tensor([[[[1, -5], [7, 2]]]], dtype=torch.int8), 2)
     tensor([[[[7]]]], dtype=torch.int8)

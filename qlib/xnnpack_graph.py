@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
@@ -37,7 +38,18 @@ from qlib.xnnpack import (
 
 _QD = "quantized_decomposed."
 # ops that only move codes: they keep the scale and zero point
-_MOVES = ("flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "clone", "dropout")
+_MOVES = (
+    "flatten",
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "contiguous",
+    "clone",
+    "dropout",
+)
 
 
 @dataclass
@@ -45,7 +57,7 @@ class Codes:
     """int8 codes with their scale (a number, or per-channel scales) and zero point."""
 
     codes: torch.Tensor
-    scale: float | torch.Tensor
+    scale: Any  # a float per tensor, float32 scales per channel (weights)
     zero_point: int
 
 
@@ -75,11 +87,11 @@ def _activation_bounds(node: torch.fx.Node) -> tuple[float, float] | None:
     if name in ("hardtanh", "hardtanh_"):
         low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
         high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-        return float(low), float(high)
+        return float(cast(float, low)), float(cast(float, high))
     return None
 
 
-def _arg(node: torch.fx.Node, args: tuple, index: int, name: str, default: object) -> object:
+def _arg(node: torch.fx.Node, args: Any, index: int, name: str, default: Any) -> Any:
     if len(args) > index:
         return args[index]
     return node.kwargs.get(name, default)
@@ -113,7 +125,9 @@ class _XnnpackRunner(torch.fx.Interpreter):
     def _quantize(self, n: torch.fx.Node, args: tuple) -> Codes:
         value, scale, zero_point, quant_min, quant_max, dtype = args[:6]
         if dtype != torch.int8 or (quant_min, quant_max) != (-128, 127):
-            raise ValueError(f"{n.name}: XNNPACK's qs8 needs int8 codes in [-128, 127]; got {dtype} [{quant_min}, {quant_max}]")
+            raise ValueError(
+                f"{n.name}: XNNPACK's qs8 needs int8 codes in [-128, 127]; got {dtype} [{quant_min}, {quant_max}]"
+            )
         if isinstance(value, Pending):
             codes = value.compute(scale, zero_point, value.output_min, value.output_max)
         elif isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -129,40 +143,74 @@ class _XnnpackRunner(torch.fx.Interpreter):
         if bounds is not None and isinstance(args[0], Pending):
             return args[0].bounded(*bounds)  # fused into the op before it
         if any(isinstance(a, Pending) for a in args):
-            raise ValueError(f"{n.name} ({n.target}) follows a quantized op before its quantize: not an XNNPACK pattern")
-        x = args[0]
+            raise ValueError(
+                f"{n.name} ({n.target}) follows a quantized op before its quantize: not an XNNPACK pattern"
+            )
         if bounds is not None:
-            return Pending(lambda s, z, lo, hi: _clamp(x, s, z, lo, hi, n), *bounds)
-        if name == "linear":
-            w, b = args[1], _arg(n, args, 2, "bias", None)
-            return Pending(lambda s, z, lo, hi: xnnpack_linear(
-                x.codes, x.scale, x.zero_point, w.codes, w.scale, b, s, z, lo, hi))  # fmt: skip
-        if name == "conv2d":
-            w, b = args[1], _arg(n, args, 2, "bias", None)
-            geometry = [_arg(n, args, i, key, d) for i, key, d in ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1), (6, "groups", 1))]
-            return Pending(lambda s, z, lo, hi: xnnpack_conv2d(
-                x.codes, x.scale, x.zero_point, w.codes, w.scale, b, s, z, *geometry, lo, hi))  # fmt: skip
-        if name == "add":
-            y = args[1]
-            if not isinstance(y, Codes) or _arg(n, args, 2, "alpha", 1) != 1:
-                raise ValueError(f"{n.name}: XNNPACK's add takes two quantized tensors and alpha 1")
-            return Pending(lambda s, z, lo, hi: xnnpack_add(
-                x.codes, x.scale, x.zero_point, y.codes, y.scale, y.zero_point, s, z, lo, hi))  # fmt: skip
-        if (name == "mean" and sorted(d % 4 for d in args[1]) == [2, 3] and _arg(n, args, 2, "keepdim", False)) or (
-            name == "adaptive_avg_pool2d" and list(args[1]) == [1, 1]
-        ):
-            return Pending(lambda s, z, lo, hi: _bounded(xnnpack_mean(x.codes, x.scale, x.zero_point, s, z), s, z, lo, hi))
-        if name == "max_pool2d":
-            pool = args[1:]
-            return Pending(lambda s, z, lo, hi: _same(x, s, z, n, _bounded(xnnpack_max_pool2d(x.codes, *pool), s, z, lo, hi)))
-        if name in _MOVES:
-            rest = args[1:]
-            op = n.target
-            return Pending(lambda s, z, lo, hi: _same(x, s, z, n, _bounded(op(x.codes, *rest), s, z, lo, hi)))
-        raise ValueError(
-            f"{n.name}: qlib's XNNPACK backend does not model {n.target} on quantized values; it models linear, "
-            f"conv2d, add, mean over H and W, adaptive_avg_pool2d to 1x1, max_pool2d, relu, hardtanh and {', '.join(_MOVES)}"
-        )
+            x = args[0]
+            return Pending(lambda s, z, lo, hi: _same(x, s, z, n, _bounded(x.codes, s, z, lo, hi)), *bounds)
+        build = _BUILDERS.get(name)
+        if build is None and name in _MOVES:
+            build = _moves
+        if build is None:
+            raise ValueError(
+                f"{n.name}: qlib's XNNPACK backend does not model {n.target} on quantized values; it models "
+                f"{', '.join(_BUILDERS)}, relu, hardtanh and {', '.join(_MOVES)}"
+            )
+        return build(n, args)
+
+
+def _linear(n: torch.fx.Node, args: Any) -> Pending:
+    x, w, b = args[0], args[1], _arg(n, args, 2, "bias", None)
+    return Pending(lambda s, z, lo, hi: xnnpack_linear(
+        x.codes, x.scale, x.zero_point, w.codes, w.scale, b, s, z, output_min=lo, output_max=hi))  # fmt: skip
+
+
+def _conv2d(n: torch.fx.Node, args: Any) -> Pending:
+    x, w, b = args[0], args[1], _arg(n, args, 2, "bias", None)
+    stride, padding = _arg(n, args, 3, "stride", 1), _arg(n, args, 4, "padding", 0)
+    dilation, groups = _arg(n, args, 5, "dilation", 1), _arg(n, args, 6, "groups", 1)
+    return Pending(lambda s, z, lo, hi: xnnpack_conv2d(
+        x.codes, x.scale, x.zero_point, w.codes, w.scale, b, s, z, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, output_min=lo, output_max=hi))  # fmt: skip
+
+
+def _add(n: torch.fx.Node, args: Any) -> Pending:
+    x, y = args[0], args[1]
+    if not isinstance(y, Codes) or _arg(n, args, 2, "alpha", 1) != 1:
+        raise ValueError(f"{n.name}: XNNPACK's add takes two quantized tensors and alpha 1")
+    return Pending(lambda s, z, lo, hi: xnnpack_add(
+        x.codes, x.scale, x.zero_point, y.codes, y.scale, y.zero_point, s, z, output_min=lo, output_max=hi))  # fmt: skip
+
+
+def _mean(n: torch.fx.Node, args: Any) -> Pending:
+    x = args[0]
+    if _short(n) == "mean":
+        if sorted(d % 4 for d in args[1]) != [2, 3] or not _arg(n, args, 2, "keepdim", False):
+            raise ValueError(f"{n.name}: XNNPACK's mean is over the last two of 4 dimensions, kept; got {args[1:]}")
+    elif list(args[1]) != [1, 1]:
+        raise ValueError(f"{n.name}: XNNPACK runs adaptive_avg_pool2d to 1x1 only (a mean); got {args[1]}")
+    return Pending(lambda s, z, lo, hi: _bounded(xnnpack_mean(x.codes, x.scale, x.zero_point, s, z), s, z, lo, hi))
+
+
+def _max_pool2d(n: torch.fx.Node, args: Any) -> Pending:
+    x, pool = args[0], args[1:]
+    return Pending(lambda s, z, lo, hi: _same(x, s, z, n, _bounded(xnnpack_max_pool2d(x.codes, *pool), s, z, lo, hi)))
+
+
+def _moves(n: torch.fx.Node, args: Any) -> Pending:
+    x, rest, op = args[0], args[1:], cast(Callable[..., torch.Tensor], n.target)
+    return Pending(lambda s, z, lo, hi: _same(x, s, z, n, _bounded(op(x.codes, *rest), s, z, lo, hi)))
+
+
+_BUILDERS: dict[str, Callable[[torch.fx.Node, Any], Pending]] = {
+    "linear": _linear,
+    "conv2d": _conv2d,
+    "add": _add,
+    "mean": _mean,
+    "adaptive_avg_pool2d": _mean,
+    "max_pool2d": _max_pool2d,
+}
 
 
 def _bounded(codes: torch.Tensor, scale: float, zero_point: int, low: float, high: float) -> torch.Tensor:
@@ -176,10 +224,6 @@ def _same(x: Codes, scale: float, zero_point: int, n: torch.fx.Node, codes: torc
     return codes
 
 
-def _clamp(x: Codes, scale: float, zero_point: int, low: float, high: float, n: torch.fx.Node) -> torch.Tensor:
-    return _same(x, scale, zero_point, n, _bounded(x.codes, scale, zero_point, low, high))
-
-
 def run_graph(
     model: torch.fx.GraphModule, x: torch.Tensor | tuple[torch.Tensor, ...]
 ) -> tuple[list[tuple[torch.fx.Node, Codes]], object]:
@@ -189,7 +233,9 @@ def run_graph(
     graph returns (a dequantized output as float32, as XNNPACK converts it).
     """
     if not isinstance(model, torch.fx.GraphModule):
-        raise TypeError(f"the xnnpack backend runs a convert_pt2e graph (a torch.fx.GraphModule); got {type(model).__name__}")
+        raise TypeError(
+            f"the xnnpack backend runs a convert_pt2e graph (a torch.fx.GraphModule); got {type(model).__name__}"
+        )
     runner = _XnnpackRunner(model)
     with torch.no_grad():
         returned = runner.run(*(x if isinstance(x, tuple) else (x,)))

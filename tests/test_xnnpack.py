@@ -100,7 +100,9 @@ def method(buffer: bytes):
 
 
 def quantize_nodes(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
-    return [n for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)]
+    return [
+        n for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)
+    ]
 
 
 def set_qparams(graph: torch.fx.GraphModule, node: torch.fx.Node, scale: float, zero_point: int) -> None:
@@ -222,7 +224,9 @@ def test_per_op_delegates(programs):
     x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5)) * 3
     module.forward([x])
     module.write_etdump_result_to_file(os.path.join(folder, "run.etdp"), os.path.join(folder, "debug.bin"))
-    inspector = Inspector(etdump_path=os.path.join(folder, "run.etdp"), debug_buffer_path=os.path.join(folder, "debug.bin"))
+    inspector = Inspector(
+        etdump_path=os.path.join(folder, "run.etdp"), debug_buffer_path=os.path.join(folder, "debug.bin")
+    )
     outputs = [
         event.debug_data[-1]
         for block in inspector.event_blocks
