@@ -48,7 +48,10 @@ code: ``XNN/test/gemm-microkernel-tester.cc`` asserts each qs8-qc8w GEMM and IGE
 tests each depthwise kernel) equal to ``xnn_qs8_requantize_fp32``, with tolerance 0 except on Hexagon
 HVX (1), ``XNN/test/vbinary-microkernel-tester.cc`` each qs8 add equal to
 ``xnn_qs8_quantize_add`` (the fixed point above), and ``XNN/test/rdsum.cc`` checks the sums. So the
-formulas above are XNNPACK's claim for ARM too. The exception is the mean's last step: not a
+formulas above are XNNPACK's claim for ARM too. Not so for the f32 -> qs8 convert, whose tests allow
+one code (``Convert::Tolerance`` in ``XNN/test/unary-ops.h``); its AArch64 kernel
+(``XNN/src/f32-qs8-vcvt/gen/f32-qs8-vcvt-neonv8-u8.c``) reads as the same arithmetic (multiply,
+``vcvtnq_s32_f32``, saturate, add the zero point). Nor for the mean's last step: not a
 microkernel but a portable C++ loop (``x * inv_scale + zero_point``), which a compiler may contract
 into a fused multiply-add on AArch64, where FMA is in the base ISA and GCC and clang contract by
 default; the x86 build does not (measured), an ARM build may differ by one code on rare sums.
