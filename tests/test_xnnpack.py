@@ -351,3 +351,61 @@ def test_float_layers_are_refused():
     graph = converted(True, 4, ("conv_b",))  # set_module_name: conv_b stays float (its output is quantized)
     with pytest.raises(ValueError, match="float"):
         qlib.run(graph, torch.randn(SHAPE), backend="xnnpack")
+
+
+def random_qparams(gen: torch.Generator, count: int) -> list[tuple[float, int]]:
+    """Scales log-uniform over 2**-12 .. 2**2 (float32 numbers), zero points anywhere in int8."""
+    scales = torch.exp2(torch.rand(count, generator=gen) * 14 - 12)
+    zero_points = torch.randint(-128, 128, (count,), generator=gen)
+    return [(float(s), int(z)) for s, z in zip(scales, zero_points, strict=True)]
+
+
+class AddsAndMeans(nn.Module):
+    """Adds of one tensor's two quantizations, and means of windows of H x W values, each with scales of its own
+    (input / output ratios from 2**-9 to 2**7 for the adds), quantize and dequantize nodes written by hand."""
+
+    WINDOWS = ((1, 1), (3, 5), (7, 7), (9, 1), (16, 16), (12, 10))
+
+    def __init__(self, seed: int, adds: int = 8) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.add_params = []
+        for (s_y, z_y), (_, z_a), (_, z_b) in zip(*(random_qparams(gen, adds) for _ in range(3)), strict=True):
+            ratios = torch.exp2(torch.rand(2, generator=gen) * 16 - 9).tolist()
+            self.add_params.append((s_y * ratios[0], z_a, s_y * ratios[1], z_b, s_y, z_y))
+        self.mean_params = [
+            (*a, *b) for a, b in zip(*(random_qparams(gen, len(self.WINDOWS)) for _ in range(2)), strict=True)
+        ]
+
+    def forward(self, x):
+        adds = [
+            qdq(qdq(x, s_a, z_a) + qdq(x.flip(-1), s_b, z_b), s_y, z_y)
+            for s_a, z_a, s_b, z_b, s_y, z_y in self.add_params
+        ]
+        means = [
+            qdq(qdq(x[..., :h, :w].contiguous(), s_x, z_x).mean([-1, -2], keepdim=True), s_y, z_y)
+            for (h, w), (s_x, z_x, s_y, z_y) in zip(self.WINDOWS, self.mean_params, strict=True)
+        ]
+        return (*adds, *means)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    graph = torch.export.export(AddsAndMeans(seed=11), (torch.randn(4, 16, 16, 16),)).module()
+    lowered = to_edge_transform_and_lower(
+        torch.export.export(graph, (torch.randn(4, 16, 16, 16),)), partitioner=[XnnpackPartitioner()]
+    )
+    return graph, method(lowered.to_executorch().buffer)
+
+
+@settings(max_examples=examples(4), deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_adds_and_means_on_random_scales(zoo, seed):
+    """8 adds and 6 means (of 1 to 256 values), each with scales and zero points of its own: 131,456 codes an input."""
+    graph, program = zoo
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 16, 16, 16, generator=gen) * torch.exp2(torch.randint(-8, 4, (4, 16, 1, 1), generator=gen))
+    theirs = program.execute([x])
+    _, ours = run_graph(graph, x)
+    for i, (o, t) in enumerate(zip(ours, theirs, strict=True)):
+        assert_same_bits(o, t, f"output {i}")
