@@ -70,7 +70,7 @@ from qlib.pt2e_ops import quantize_pt2e
 QMIN, QMAX = -128, 127
 
 
-def _codes(q: object, name: str) -> torch.Tensor:
+def _qs8_codes(q: object, name: str) -> torch.Tensor:
     return checks.code_tensor(q, name, torch.int8, "int8 codes (XNNPACK's qs8)")
 
 
@@ -128,7 +128,7 @@ def xnnpack_dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.
     >>> xnnpack_dequantize(torch.tensor([-19, 1, 3], dtype=torch.int8), 0.05, 1)
     tensor([-1.0000,  0.0000,  0.1000])
     """
-    q = _codes(q, "q")
+    q = _qs8_codes(q, "q")
     s, z = _scale(scale, "scale"), _zero_point(zero_point, "zero_point")
     return (q.to(torch.int32) - z).to(torch.float32) * s
 
@@ -213,7 +213,7 @@ def xnnpack_linear(
     >>> xnnpack_linear(x, 0.1, 1, w, torch.tensor([0.01, 0.02]), None, 0.004, 0)  # 0.5 and -6.5: to even
     tensor([[ 0, -6]], dtype=torch.int8)
     """
-    x, weight = _codes(x, "x"), _codes(weight, "weight")
+    x, weight = _qs8_codes(x, "x"), _qs8_codes(weight, "weight")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x [..., K] and weight [N, K] must agree; got {tuple(x.shape)} and {tuple(weight.shape)}")
     sx, zx = _scale(x_scale, "x_scale"), _zero_point(x_zero_point, "x_zero_point")
@@ -251,7 +251,7 @@ def xnnpack_conv2d(
     >>> xnnpack_conv2d(x, 0.5, 0, torch.ones(1, 1, 2, 2, dtype=torch.int8), 0.5, None, 0.5, 0)
     tensor([[[[5]]]], dtype=torch.int8)
     """
-    x, weight = _codes(x, "x"), _codes(weight, "weight")
+    x, weight = _qs8_codes(x, "x"), _qs8_codes(weight, "weight")
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"x and weight must be 4-d; got {tuple(x.shape)} and {tuple(weight.shape)}")
     sx, zx = _scale(x_scale, "x_scale"), _zero_point(x_zero_point, "x_zero_point")
@@ -301,7 +301,7 @@ def xnnpack_add(
     >>> xnnpack_add(a, 0.5, 0, torch.zeros(3, dtype=torch.int8), 0.5, 0, 1.0, 0)
     tensor([ 1,  2, -1], dtype=torch.int8)
     """
-    a, b = _codes(a, "a"), _codes(b, "b")
+    a, b = _qs8_codes(a, "a"), _qs8_codes(b, "b")
     za, zb = _zero_point(a_zero_point, "a_zero_point"), _zero_point(b_zero_point, "b_zero_point")
     s_y, z_y = _scale(scale, "scale"), _zero_point(zero_point, "zero_point")
     ma, mb, shift = add_parameters(a_scale, b_scale, s_y)
@@ -323,7 +323,7 @@ def xnnpack_mean(x: torch.Tensor, x_scale: float, x_zero_point: int, scale: floa
     >>> xnnpack_mean(x, 1.0, 0, 1.0, 0)  # 2.5 rounds to even
     tensor([[[[2]]]], dtype=torch.int8)
     """
-    x = _codes(x, "x")
+    x = _qs8_codes(x, "x")
     if x.dim() != 4:
         raise ValueError(f"x must be 4-d [B, C, H, W]; got shape {tuple(x.shape)}")
     sx, zx = _scale(x_scale, "x_scale"), _zero_point(x_zero_point, "x_zero_point")
@@ -351,7 +351,7 @@ def xnnpack_max_pool2d(
     >>> xnnpack_max_pool2d(torch.tensor([[[[1, -5], [7, 2]]]], dtype=torch.int8), 2)
     tensor([[[[7]]]], dtype=torch.int8)
     """
-    x = _codes(x, "x")
+    x = _qs8_codes(x, "x")
     if x.dim() != 4:
         raise ValueError(f"x must be 4-d [B, C, H, W]; got shape {tuple(x.shape)}")
     pooled = torch.nn.functional.max_pool2d(x.float(), kernel_size, stride, padding, dilation, ceil_mode)
