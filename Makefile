@@ -58,13 +58,12 @@ $(STAMP): $(STAMP_BUILD) requirements.txt
 	touch $(STAMP)
 
 # the same pins, with torch at $(OLD_TORCH) and its torchvision; PyPI's torchvision is built for the CUDA
-# torch, and imports beside the CPU one with tools/torchvision_cpu_shim.py (see there); without executorch,
-# whose 1.5.1 wheel is built for torch 2.14 (its chapter says `needs_module: executorch`, see notebooks-old)
+# torch, and imports beside the CPU one with tools/torchvision_cpu_shim.py (see there)
 $(STAMP_OLD): requirements-build.txt requirements.txt pyproject.toml tools/torchvision_cpu_shim.py
 	$(PYTHON) -m venv $(VENV_OLD)
 	$(VENV_OLD)/bin/python -m pip install --quiet --upgrade pip
 	cat requirements-build.txt requirements.txt | grep -v '^-r ' \
-		| sed 's/^torch==.*/torch==$(OLD_TORCH)/; s/^torchvision==.*/torchvision==$(OLD_TORCHVISION)/; /^executorch==/d' \
+		| sed 's/^torch==.*/torch==$(OLD_TORCH)/; s/^torchvision==.*/torchvision==$(OLD_TORCHVISION)/' \
 		> $(VENV_OLD)/requirements.txt
 	$(VENV_OLD)/bin/$(PIP_INSTALL) -r $(VENV_OLD)/requirements.txt
 	$(VENV_OLD)/bin/python -m pip install --quiet --no-deps -e .
