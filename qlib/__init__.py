@@ -11,8 +11,8 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime
-    4 tools       integer_model mismatch layer_mismatch probing testing standalone
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime xnnpack
+    4 tools       xnnpack_graph integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
 argument checks, the torch release, counts in words. primitives: one tensor to codes and back.
@@ -74,6 +74,16 @@ from qlib.quantized_linear import linear, pairs_saturate_here
 from qlib.ranges import qrange
 from qlib.releases import SUPPORTED_RELEASES, torch_release
 from qlib.torchao_primitives import choose_qparams_affine, dequantize_affine, quantize_affine
+from qlib.xnnpack import (
+    xnnpack_add,
+    xnnpack_bias,
+    xnnpack_conv2d,
+    xnnpack_dequantize,
+    xnnpack_linear,
+    xnnpack_max_pool2d,
+    xnnpack_mean,
+    xnnpack_quantize,
+)
 
 __all__ = [
     # 0 floor
@@ -145,6 +155,14 @@ __all__ = [
     "quantize_per_group",
     "relu",
     "sigmoid",
+    "xnnpack_add",
+    "xnnpack_bias",
+    "xnnpack_conv2d",
+    "xnnpack_dequantize",
+    "xnnpack_linear",
+    "xnnpack_max_pool2d",
+    "xnnpack_mean",
+    "xnnpack_quantize",
     # 4 tools
     "Activation",
     "Comparison",

@@ -45,6 +45,7 @@ from qlib import (  # noqa: F401
 )
 from qlib.dequant import dequantize
 from qlib.registry import LAYOUT_OPS, OPERATORS, Settings, op_name, supported
+from qlib.xnnpack_graph import run_graph
 
 QUANTIZED_NAMESPACES = ("quantized", "quantized_decomposed")
 
@@ -150,12 +151,17 @@ class _Namer:
     def finish(self) -> list[_Step]:
         for hook in self.hooks:
             hook.remove()
+        return self.finish_steps(self.steps)
+
+    @staticmethod
+    def finish_steps(steps: list[_Step]) -> list[_Step]:
+        """A name met again gets ``#2``, ``#3``, ... in call order."""
         seen: Counter[str] = Counter()
-        for step in self.steps:
+        for step in steps:
             seen[step.name] += 1
             if seen[step.name] > 1:
                 step.name = f"{step.name}#{seen[step.name]}"
-        return self.steps
+        return steps
 
 
 def _module_path(node: torch.fx.Node) -> str:
@@ -308,6 +314,7 @@ def run(
     *,
     pairs_saturate: bool | None = None,
     release: str | None = None,
+    backend: str | None = None,
 ) -> Run:
     """Run a quantized model on float32 ``x`` with qlib's operators.
 
@@ -316,6 +323,12 @@ def run(
     ``qlib.conv2d``, ``qlib.add``). ``pairs_saturate`` and ``release`` are
     passed to the operators (None: the CPU and torch at hand). Each Conv and
     Linear follows the backend its weight was packed for.
+
+    ``backend="xnnpack"``: ``model`` is a ``convert_pt2e`` graph quantized with
+    ExecuTorch's ``XNNPACKQuantizer``, run as the XNNPACK delegate runs it once
+    lowered, each ``dequantize -> op -> quantize`` one integer operator of
+    ``qlib.xnnpack`` (``qlib.xnnpack_graph``); a step per quantize node, and
+    ``output`` the first returned tensor, converted to float32 as XNNPACK does.
 
     Chapter: "A whole model, integer by integer" (book/10_model).
 
@@ -327,11 +340,33 @@ def run(
     >>> [(name, step.codes.tolist()) for name, step in result.activations.items()]
     [('0', [[0, 63, 127]]), ('1', [[42, 63, 127]])]
     """
+    if backend == "xnnpack":
+        return _run_xnnpack(model, x)
+    if backend is not None:
+        raise ValueError(f"backend must be None (torch's own kernels) or 'xnnpack'; got {backend!r}")
     steps, returned = _watch(model, x, Settings(pairs_saturate, release), keep_torch=False)
     result = Run({step.name: _activation(step, step.ours) for step in steps})
     if isinstance(returned, torch.Tensor):
         last = steps[-1]
         result.returned = _activation(last if last.ours is returned else _Step("output", "output", "", None), returned)
+    return result
+
+
+def _run_xnnpack(model: torch.nn.Module, x: torch.Tensor) -> Run:
+    _check_converted(model)
+    quantized, returned = run_graph(model, x)  # type: ignore[arg-type]
+    steps = []
+    for node, codes in quantized:
+        name, owned = _node_step_name(node)
+        source = cast(torch.fx.Node, node.args[0])
+        op = "convert" if source.op == "placeholder" else str(source.target).removeprefix("aten.").split(".")[0]
+        qparams = (float(codes.scale), codes.zero_point)
+        steps.append(_Step(name, op, name if owned else "", codes.codes, owned=owned, qparams=qparams))
+    steps = _Namer.finish_steps(steps)
+    result = Run({step.name: _activation(step, step.ours) for step in steps})
+    first = returned[0] if isinstance(returned, (list, tuple)) else returned
+    if isinstance(first, torch.Tensor):
+        result.returned = Activation("output", "output", first, None, None)
     return result
 
 

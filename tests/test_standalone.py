@@ -923,6 +923,72 @@ ONNX_NAMES = (
 )
 
 
+def _xnnpack_calls(name: str) -> list[tuple[tuple, dict]]:
+    """XNNPACK's qs8 operators: ties, values past the range, infinities, per-tensor and per-channel weights, fused
+    ReLU and clamp bounds, odd zero points; then bad arguments."""
+    gen = torch.Generator().manual_seed(29)
+    calls: list[tuple[tuple, dict]] = []
+    s8 = torch.randint(-128, 128, (5, 33), generator=gen, dtype=torch.int8)
+    w8 = torch.randint(-127, 128, (7, 33), generator=gen, dtype=torch.int8)
+    img = torch.randint(-128, 128, (2, 4, 6, 5), generator=gen, dtype=torch.int8)
+    kernel = torch.randint(-127, 128, (6, 4, 3, 3), generator=gen, dtype=torch.int8)
+    depthwise = torch.randint(-127, 128, (4, 1, 3, 3), generator=gen, dtype=torch.int8)
+    channel_scales = torch.rand(7, generator=gen) * 0.01 + 1e-3
+    bias = torch.randn(7, generator=gen)
+    if name == "xnnpack_quantize":
+        for scale, zp in ((0.5, 0), (0.1, -3), (1e-30, 127), (3e30, -128)):
+            calls.append(((mixed_values(scale, 200, 140, 3), scale, zp), {}))
+        calls += [((torch.tensor([float("nan")]), 0.1, 0), {}), ((torch.zeros(2), 0.1, 200), {})]
+    elif name == "xnnpack_dequantize":
+        calls += [((s8, 0.1, 3), {}), ((s8, 1e-30, -128), {}), ((s8.to(torch.uint8), 0.1, 0), {})]
+    elif name == "xnnpack_bias":
+        ties = (torch.arange(-20, 20) + 0.5) * 2.0**-10
+        calls += [((ties, 2.0**-4, 2.0**-6), {}), ((bias, 0.02, channel_scales), {}), ((bias * 1e9, 1e-5, 1e-5), {})]
+        calls += [((ties.view(4, 10), 0.1, 0.1), {}), ((bias, 0.02, channel_scales[:3]), {})]
+    elif name == "xnnpack_linear":
+        for weight_scale, b in ((0.01, None), (channel_scales, bias), (0.003, bias)):
+            calls.append(((s8, 0.02, -1, w8, weight_scale, b, 0.07, 9), {}))
+            calls.append(((s8, 0.02, 5, w8, weight_scale, b, 0.01, -128), {"output_min": 0.0}))
+            calls.append(((s8, 0.02, 5, w8, weight_scale, b, 0.05, 3), {"output_min": 0.0, "output_max": 6.0}))
+        calls += [
+            ((s8, 0.02, 0, w8[:, :5], 0.01, None, 0.07, 0), {}),
+            ((s8.float(), 0.02, 0, w8, 0.01, None, 0.07, 0), {}),
+        ]
+    elif name == "xnnpack_conv2d":
+        calls.append(((img, 0.05, 3, kernel, 0.01, bias[:6], 0.2, -7), {"padding": 1}))
+        calls.append(((img, 0.05, 3, kernel, channel_scales[:6], None, 0.2, 1), {"stride": 2, "output_min": 0.0}))
+        calls.append(((img, 0.05, -3, depthwise, 0.02, bias[:4], 0.1, 0), {"groups": 4, "dilation": 2, "padding": 2}))
+        calls += [((img[0], 0.05, 3, kernel, 0.01, None, 0.2, 0), {}), ((img, 0.05, 3, kernel, 0.01, None, 0.0, 0), {})]
+    elif name == "xnnpack_add":
+        for sa, za, sb, zb, sy, zy in (
+            (0.125, -5, 0.25, 7, 0.5, -9),
+            (0.03, 1, 0.07, -2, 0.05, 11),
+            (1.0, 0, 1.0, 0, 0.01, 0),
+        ):
+            calls.append(((img, sa, za, img.flip(0), sb, zb, sy, zy), {}))
+            calls.append(((img, sa, za, img[:1], sb, zb, sy, zy), {"output_min": 0.0}))
+        calls += [((img, 1.0, 0, img, 1.0, 0, 2.0**-12, 0), {}), ((img, 0.1, 0, img.float(), 0.1, 0, 0.1, 0), {})]
+    elif name == "xnnpack_mean":
+        for sx, zx, sy, zy in ((0.25, -1, 0.25, -1), (0.0966, -55, 0.0433, -106), (0.01, 3, 0.5, 0)):
+            calls.append(((img, sx, zx, sy, zy), {}))
+        calls += [((img[0], 0.1, 0, 0.1, 0), {}), ((img, 0.1, 0, -0.1, 0), {})]
+    elif name == "xnnpack_max_pool2d":
+        calls += [((img, 2), {}), ((img, 3, 2, 1), {}), ((img, (2, 3), (1, 2), 0, 1, True), {}), ((img[0], 2), {})]
+    return calls
+
+
+XNNPACK_NAMES = (
+    "xnnpack_quantize",
+    "xnnpack_dequantize",
+    "xnnpack_bias",
+    "xnnpack_linear",
+    "xnnpack_conv2d",
+    "xnnpack_add",
+    "xnnpack_mean",
+    "xnnpack_max_pool2d",
+)
+
+
 # The operators of the torchvision models and torchao's language-model weights: each name's calls, built when its
 # file is checked
 OPERATOR_CALLS = {
@@ -935,6 +1001,7 @@ OPERATOR_CALLS = {
     "batch_norm2d": _batch_norm_calls,
     **{name: (lambda name=name: _llm_weight_calls(name)) for name in LLM_WEIGHT_NAMES},
     **{name: (lambda name=name: _onnx_calls(name)) for name in ONNX_NAMES},
+    **{name: (lambda name=name: _xnnpack_calls(name)) for name in XNNPACK_NAMES},
 }
 
 
