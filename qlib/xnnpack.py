@@ -1,23 +1,26 @@
 """XNNPACK's signed int8 (qs8) operators, integer by integer, as ExecuTorch 1.5.1's delegate runs them on x86.
 
 A model quantized with ExecuTorch's ``XNNPACKQuantizer`` (PT2E) and lowered with ``XnnpackPartitioner``
-runs each quantized layer as one XNNPACK operator on int8 codes. Measured against executorch 1.5.1
-(``tests/test_xnnpack.py``). The XNNPACK inside that wheel is the submodule pin of ExecuTorch's main
-branch (its python and yaml files are those of XNNPACK 92a7ad50), and the sources below are read
-there: https://github.com/google/XNNPACK/blob/92a7ad501b9516f9fecae119e0146dd1f58e54c1/src/...
-(``XNN`` below stands for that prefix).
+runs each quantized layer as one XNNPACK operator on int8 codes. The XNNPACK built into the executorch
+1.5.1 wheel is the submodule pin of ExecuTorch's main branch (the wheel's XNNPACK python and yaml files
+are those of XNNPACK 92a7ad50), and the sources below are read there: ``XNN`` stands for
+https://github.com/google/XNNPACK/blob/92a7ad501b9516f9fecae119e0146dd1f58e54c1 and ``ET`` for
+https://github.com/pytorch/executorch/blob/cff6f4dd32e630945b7188512c1f2b4f102b05ad (whose
+``quant_params.py`` is the wheel's, byte for byte).
+
+Measured on x86 (AVX512-VNNI; ``tests/test_xnnpack.py``, against the delegate, on both torch releases):
 
 * Convert f32 -> qs8 (the graph's input): ``clamp(rint(float32(x * (1.0f / scale))) + zero_point)``,
-  the reciprocal in float32 (``XNN/microparams-init.c``, ``xnn_init_f32_qs8_cvt_scalar_params``),
+  the reciprocal in float32 (``XNN/src/microparams-init.c``, ``xnn_init_f32_qs8_cvt_scalar_params``),
   the zero point added after rounding. qs8 -> f32: ``float32(q - zero_point) * scale``.
 * Fully connected and convolution: the int32 accumulator ``sum (q_x - zp_x) * q_w + b_q``, exact
   (the input zero point is folded into the packed bias: ``XNN/src/reference/packing.cc``), then
   ``rint(float32(float32(acc) * M)) + zp_y`` clamped to ``[lo, hi]``, with
   ``M = float32(float32(s_x * s_w) / s_y)`` per output channel (``XNN/src/operators/convolution-nhwc.c``,
-  ``fully-connected-nc.c``) and rounding half to even (``cvtps2dq``). The int32 bias ``b_q`` is
-  ExecuTorch's, written when it serializes the graph: its ``QuantParams.from_bias``
-  (``backends/xnnpack/operators/quant_params.py``) quantizes the float bias with torch's
-  ``quantize_per_tensor`` (per-channel: ``quantize_per_channel``) at scale ``s_x * s_w``, zero point 0,
+  ``XNN/src/operators/fully-connected-nc.c``), rounding half to even (``cvtps2dq``). The int32 bias
+  ``b_q`` is ExecuTorch's, written when it serializes the graph: ``QuantParams.from_bias``
+  (``ET/backends/xnnpack/operators/quant_params.py``) quantizes the float bias with torch's
+  ``quantize_per_tensor`` (per channel: ``quantize_per_channel``) at scale ``s_x * s_w``, zero point 0,
   which ``qlib.quantize_pt2e`` models: half to even. A fused ReLU or clamp (hardtanh) gives
   ``lo, hi = xnn_qs8_quantize(min), xnn_qs8_quantize(max)``, ``lrintf(clamp(min / s_y + zp_y))``
   (``XNN/src/xnnpack/requantization.h``): ``[zp_y, 127]`` for a ReLU.
@@ -25,26 +28,33 @@ there: https://github.com/google/XNNPACK/blob/92a7ad501b9516f9fecae119e0146dd1f5
   ``a = float32(s_a / s_y)``, ``b = float32(s_b / s_y)`` and ``shift = 20 - exponent(max(a, b))``, the
   multipliers are ``lrintf(a * 2**shift)`` (a float32 rounded half to even to about 21 bits) and the
   result ``(bias + q_a * m_a + q_b * m_b) >> shift`` (arithmetic shift) ``+ zp_y``, clamped, where
-  ``bias = 2**(shift - 1) - m_a zp_a - m_b zp_b``: rounding half *up* (toward +inf), in int32
+  ``bias = 2**(shift - 1) - m_a zp_a - m_b zp_b``: rounding half *up*, toward +inf, in int32
   (``xnn_init_qs8_add_minmax_scalar_params`` in ``XNN/src/microparams-init.c``;
-  ``XNN/src/qs8-vadd/gen/qs8-vadd-minmax-avx512skx-mul32-ld128-u16.c``). A fused ReLU is a clamp node
-  after it (``XNN/src/subgraph/binary.c``), with the bounds above.
+  ``XNN/src/qs8-vadd/gen/qs8-vadd-minmax-avx512skx-mul32-ld128-u16.c``; the comment "rounding away
+  from zero" in ``xnn_qs8_quantize_add``, ``requantization.h``, is not what its code does). A fused ReLU
+  is a clamp node after it (``XNN/src/subgraph/binary.c``), with the bounds above.
 * Mean over H and W (``mean.dim([-1, -2], keepdim=True)``, XNNPACK's global average pooling, now a
   reduce, ``XNN/src/operators/reduce-nd.c``): the exact int32 sum of the ``N`` codes, then
   ``nearbyint(float32(float32(sum) * s) + z)`` clamped, with ``s = float32(float32(s_x / s_y) *
   float32(1.0f / N))`` and ``z = float32(zp_y - float32(float32(N * zp_x) * s))``: the zero point
-  added in float32 *before* rounding (the reference convert in ``XNN/src/reference/unary-elementwise.cc``).
+  added in float32 *before* rounding (the reference convert, ``XNN/src/reference/unary-elementwise.cc``),
+  two float32 roundings, no fused multiply-add.
 * Max pooling: the largest code of each window (the quantizer gives it its input's scale and zero point).
 
-ARM. From source (not run): the qs8-qc8w GEMMs use the same ``fp32`` requantization on every
+ARM, from source (not run): the qs8-qc8w GEMMs use the same ``fp32`` requantization on every
 architecture (``vcvtnq_s32_f32`` on ARMv8, a magic-number add on ARMv7, both half to even, zero point
-after rounding), and XNNPACK's tests hold every microkernel of a kind to one scalar reference
-(``XNN/test/gemm-microkernel-tester.cc`` against ``xnn_qs8_requantize_fp32``;
-``XNN/test/vbinary-microkernel-tester.cc`` against the add's fixed-point formula;
-``XNN/test/rdsum-microkernel-tester.cc`` for the sums), so the formulas above are XNNPACK's claim for
-ARM too. The exception is the mean's final convert: it is a C++ reference loop
-(``x * inv_scale + zero_point``), which a compiler may contract to a fused multiply-add on AArch64,
-where FMA is part of the base ISA (GCC and clang contract by default); on x86 (measured) it is not.
+after rounding), and XNNPACK's tests hold every microkernel of a kind to one scalar reference, code for
+code: ``XNN/test/gemm-microkernel-tester.cc`` asserts each qs8-qc8w GEMM and IGEMM (and the dwconv
+tests each depthwise kernel) equal to ``xnn_qs8_requantize_fp32``, with tolerance 0 except on Hexagon
+HVX (1), ``XNN/test/vbinary-microkernel-tester.cc`` each qs8 add equal to
+``xnn_qs8_quantize_add`` (the fixed point above), and ``XNN/test/rdsum.cc`` checks the sums. So the
+formulas above are XNNPACK's claim for ARM too. Not so for the f32 -> qs8 convert, whose tests allow
+one code (``Convert::Tolerance`` in ``XNN/test/unary-ops.h``); its AArch64 kernel
+(``XNN/src/f32-qs8-vcvt/gen/f32-qs8-vcvt-neonv8-u8.c``) reads as the same arithmetic (multiply,
+``vcvtnq_s32_f32``, saturate, add the zero point). Nor for the mean's last step: not a
+microkernel but a portable C++ loop (``x * inv_scale + zero_point``), which a compiler may contract
+into a fused multiply-add on AArch64, where FMA is in the base ISA and GCC and clang contract by
+default; the x86 build does not (measured), an ARM build may differ by one code on rare sums.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ from qlib.xnnpack import (
 
 _QD = "quantized_decomposed."
 # ops that only move codes: they keep the scale and zero point
+# float ops whose result depends on the kernel's order of additions
+_FLOAT_REFUSED = ("linear", "conv2d", "mean", "adaptive_avg_pool2d", "avg_pool2d", "matmul", "addmm", "sum")
 _MOVES = (
     "flatten",
     "view",
@@ -118,8 +120,13 @@ class _XnnpackRunner(torch.fx.Interpreter):
                 raise ValueError(f"{n.name}: XNNPACK's weights are per output channel (axis 0); got axis {args[3]}")
             return Codes(args[0], args[1].float(), 0)
         leaves = [a for a in (*args, *kwargs.values()) if isinstance(a, (Codes, Pending))]
+        if not leaves and _short(n) in _FLOAT_REFUSED:
+            raise ValueError(
+                f"{n.name}: {n.target} on float values (the quantizer left it in float): XNNPACK runs it with its "
+                "float32 kernels, whose order of additions qlib does not model"
+            )
         if not leaves:
-            return super().run_node(n)  # float arithmetic outside the delegate: torch's
+            return super().run_node(n)  # float arithmetic that rounds once per element: torch's is XNNPACK's
         return self._op(n, args)
 
     def _quantize(self, n: torch.fx.Node, args: tuple) -> Codes:
