@@ -11,7 +11,7 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime onnx_conv
     4 tools       integer_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
@@ -53,6 +53,7 @@ from qlib.observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, ort_pairs_saturate_here, qgemm, qlinear_matmul
 from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
@@ -117,6 +118,7 @@ __all__ = [
     "choose_qparams_dynamic",
     "clamp",
     "conv2d",
+    "conv_integer",
     "conv2d_kernel",
     "dequantize_activation_per_token",
     "dequantize_per_group",
@@ -140,6 +142,8 @@ __all__ = [
     "pack_int4_for_cpu",
     "pairs_saturate_here",
     "qgemm",
+    "qlinear_add",
+    "qlinear_conv",
     "qlinear_matmul",
     "quantize_int4_tinygemm",
     "quantize_per_group",
