@@ -164,10 +164,14 @@ def test_colab_cell_installs_from_this_repository_with_the_books_pins():
         name = canonicalize_name(req.name)
         assert name in book and str(req.specifier) == str(book[name].specifier), f"Colab pins {spec}; {book.get(name)}"
     # Colab has numpy and matplotlib; it lacks the pinned torch, myst-nb's glue and torchao (chapters 11, 12), and
-    # its own torchvision is built for its own torch, not the pinned one (chapter 10)
+    # its own torchvision is built for its own torch, not the pinned one (chapter 10); onnx, onnxruntime and
+    # executorch (chapters 14, 16) it lacks too, and torch.onnx.export(dynamo=True) translates with onnxscript
+    imported = set().union(*(imported_modules(md) for md in CHAPTERS))
     needed = {"torch", "myst-nb"} | {
-        package for package in ("torchao", "torchvision") if any(package in imported_modules(md) for md in CHAPTERS)
+        package for package in ("torchao", "torchvision", "onnx", "onnxruntime", "executorch") if package in imported
     }
+    if "onnx" in needed:
+        needed.add("onnxscript")
     assert {canonicalize_name(Requirement(s).name) for s in packages[:-1]} == needed
 
 
