@@ -1,6 +1,6 @@
 """A whole ONNX model, run node by node with qlib's operators as ONNX Runtime's CPU provider runs it.
 
-Explained in the book chapter "Leaving PyTorch through ONNX" (``book/15_onnx``).
+Explained in the book chapter "Leaving PyTorch through ONNX" (``book/14_onnx``).
 
 ONNX Runtime does not run the graph it is given: with the default ``SessionOptions`` it first
 rewrites it (``ORT_ENABLE_ALL``): it folds constants, fuses each ``DequantizeLinear -> Conv ->
@@ -11,10 +11,12 @@ convolutions to channels-last layout (``com.microsoft`` ``QLinearConv`` with ``c
 with ``optimized_model_filepath``, which writes the graph it will run) and runs its nodes in order
 with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime`` and
 ``qlib.onnx_conv``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in torch,
-and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` in float32
-sums its products one after another with fused multiply-adds (the order of MLAS's SGEMM kernels,
-for reductions of up to 128 products; a ``Conv`` unfolds its input channel by channel, kernel
-position fastest), then adds the ``Sum`` input (``FusedConv``'s residual) and then the bias.
+and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` through
+``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest, as
+``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
+``Conv``'s bias after). Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
+float products are modelled on one thread (the limit ``qlib.onnx_sgemm`` states), and a float
+convolution for outputs small enough for one im2col buffer.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from typing import Any
 import torch
 
 from qlib.integer_model import Activation, Run
-from qlib.numerics import fma_float32
 from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, qgemm, qlinear_matmul
+from qlib.onnx_sgemm import sgemm
 
 # ONNX's tensor element types that qlib meets, as torch dtypes
 ONNX_DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64}
@@ -44,6 +46,7 @@ class _Node:
     inputs: list
     attrs: dict
     pairs_saturate: bool | None
+    constant: tuple[bool, ...] = ()  # which inputs are initializers (ORT packs a constant matrix ahead)
 
 
 def optimized_model(model: Any) -> Any:
@@ -52,7 +55,7 @@ def optimized_model(model: Any) -> Any:
     An ``onnx.ModelProto``, as ORT wrote it (``optimized_model_filepath``),
     for this CPU: ORT warns that such a graph may hold kernels chosen for it.
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> from onnx import TensorProto, helper
     >>> graph = helper.make_graph(
@@ -192,31 +195,23 @@ def _nhwc_max_pool(node: _Node) -> torch.Tensor:
     return _max_pool(_Node(node.inputs, {**node.attrs, "_nhwc": True}, node.pairs_saturate))
 
 
-def _sequential_products(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b`` in float32, as MLAS's SGEMM kernels sum: ``acc = fma(a[..., k], b[k], acc)`` for k in order, from 0;
-    then ``start`` (what the output held: ``Gemm``'s bias, ``FusedConv``'s sum) plus ``acc``, rounded once."""
-    acc = torch.zeros(*a.shape[:-1], b.shape[-1], dtype=torch.float32)
-    for k in range(a.shape[-1]):
-        acc = fma_float32(a[..., k : k + 1].expand_as(acc).contiguous(), b[..., k : k + 1, :], acc)
-    return acc if start is None else acc + start
-
-
 def _gemm(node: _Node) -> torch.Tensor:
     a, b, c = (node.inputs + [None])[:3]
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
-    if alpha != 1.0 or beta not in (0.0, 1.0):
-        raise ValueError(f"qlib runs a float Gemm with alpha 1 and beta 0 or 1 only; got alpha={alpha}, beta={beta}")
-    a = a.t() if node.attrs.get("transA", 0) else a
-    b = b.t() if node.attrs.get("transB", 0) else b
-    start = None if c is None or beta == 0.0 else c.float().expand(a.shape[0], b.shape[1])
-    return _sequential_products(a.float(), b.float(), start)
+    if alpha != 1.0 or beta not in (0.0, 1.0) or node.attrs.get("transA", 0):
+        raise ValueError(f"qlib runs a float Gemm with alpha 1, beta 0 or 1 and no transA; got {node.attrs}")
+    trans_b = bool(node.attrs.get("transB", 0))
+    b = b.t() if trans_b else b
+    start = None if c is None or beta == 0.0 else c.float().expand(a.shape[0], b.shape[1]).contiguous()
+    return sgemm(a.float(), b.float(), start, packed=node.constant[1], b_transposed=trans_b)
 
 
 def _matmul(node: _Node) -> torch.Tensor:
     a, b = node.inputs[:2]
-    if a.dtype != torch.float32:
-        raise ValueError(f"MatMul on {a.dtype}: qlib runs a float32 MatMul only (integer products are MatMulInteger)")
-    return _sequential_products(a, b)
+    if a.dtype != torch.float32 or b.dim() != 2:
+        raise ValueError("qlib runs a float32 MatMul by a 2-d matrix only (integer products are MatMulInteger)")
+    rows = a.reshape(-1, a.shape[-1])
+    return sgemm(rows, b, packed=node.constant[1]).reshape(*a.shape[:-1], b.shape[1])
 
 
 def _conv(node: _Node) -> torch.Tensor:
@@ -225,18 +220,18 @@ def _conv(node: _Node) -> torch.Tensor:
     attrs = _conv_attrs(node.attrs, w.dim() - 2)
     if x.dim() != 4 or attrs["group"] != 1:
         raise ValueError("qlib runs float convolutions of 2-d inputs with one group only")
-    pads = attrs["pads"] or [0, 0, 0, 0]
+    pads, strides = attrs["pads"] or [0, 0, 0, 0], attrs["strides"] or [1, 1]
+    dilations = attrs["dilations"] or [1, 1]
     padded = torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
     kernel = tuple(w.shape[2:])
-    cols = torch.nn.functional.unfold(
-        padded, kernel, dilation=tuple(attrs["dilations"] or (1, 1)), stride=tuple(attrs["strides"] or (1, 1))
-    )  # [N, C * KK, L]: channel slowest, as MLAS's im2col
+    # [N, C * KK, L]: channel slowest, as MLAS's im2col
+    cols = torch.nn.functional.unfold(padded, kernel, dilation=tuple(dilations), stride=tuple(strides))
     n, m = x.shape[0], w.shape[0]
-    out_h = (padded.shape[2] - (attrs["dilations"] or [1, 1])[0] * (kernel[0] - 1) - 1) // (attrs["strides"] or [1, 1])[
-        0
-    ] + 1
-    start = None if total is None else total.reshape(n, m, -1)
-    y = _sequential_products(w.reshape(m, -1).expand(n, -1, -1), cols, start)  # [N, M, L]
+    out_h = (padded.shape[2] - dilations[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+    filters = w.reshape(m, -1)
+    y = torch.stack(
+        [sgemm(filters, cols[i], None if total is None else total[i].reshape(m, -1).contiguous()) for i in range(n)]
+    )
     if bias is not None:
         y = y + bias.view(1, m, 1)
     activation = node.attrs.get("activation", b"")
@@ -318,7 +313,7 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
 def supported_ops() -> list[str]:
     """The ONNX ops ``run_onnx`` runs, ``domain.op`` for those outside the default domain.
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> "com.microsoft.QLinearAdd" in supported_ops() and "QLinearConv" in supported_ops()
     True
@@ -390,7 +385,7 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
     integer results (None for float ones); ``returned`` is the model's first
     output.
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> from onnx import TensorProto, helper
     >>> node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])
@@ -410,6 +405,7 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
     values: dict[str, torch.Tensor] = {
         init.name: _tensor(onnx.numpy_helper.to_array(init)) for init in graph.initializer
     }
+    initializers = set(values)
     values.update(_inputs_by_name(graph, x))
     qparams: dict[str, tuple[object, object]] = {}
     result = Run()
@@ -425,8 +421,9 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
             )
         handler, moves_codes = HANDLERS[op]
         inputs = [values[name] if name else None for name in node.input]
+        constant = tuple(name in initializers for name in node.input)
         try:
-            out = handler(_Node(inputs, _attributes(node), pairs_saturate))
+            out = handler(_Node(inputs, _attributes(node), pairs_saturate, constant))
         except Exception as error:
             raise type(error)(f"qlib.run: ONNX node {node.name!r} ({node.op_type}): {error}") from error
         name = node.output[0]

@@ -261,6 +261,69 @@ def test_errors(models, tmp_path):
     with pytest.raises(ValueError, match="no value for the model's input"):
         qlib.run(models["forum_eager"], {"y": FORUM})
     assert "com.microsoft.QLinearAdd" in supported_ops()
+    weight = np.ones((4, 3, 3, 3), np.float32)
+    model, feed = one_node("Conv", [("x", np.ones((1, 3, 5, 5), np.float32), False), ("w", weight, True)])
+    with pytest.raises(ValueError, match="com.microsoft.nchwc.Conv"):  # ORT's blocked layout, not modelled
+        qlib.run(model, torch.from_numpy(feed["x"]))
+
+
+def one_node(op: str, inputs: list, attrs: dict | None = None, domain: str = ""):
+    """A one-node float model (``inputs``: (name, array, is an initializer)) and its feed."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    graph_inputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, a.shape) for n, a, c in inputs if not c]
+    inits = [numpy_helper.from_array(a, n) for n, a, c in inputs if c]
+    node = helper.make_node(op, [n for n, _, _ in inputs], ["y"], domain=domain, **(attrs or {}))
+    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    graph = helper.make_graph([node], "one", graph_inputs, [out], inits)
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=10)
+    return model, {n: a for n, a, c in inputs if not c}
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    op=st.sampled_from(["Gemm", "MatMul", "Conv", "FusedConv"]),
+    k=st.sampled_from([1, 7, 64, 128, 129, 256, 257, 520, 1100]),
+    n=st.sampled_from([1, 3, 16, 17, 40, 130]),
+    m=st.sampled_from([1, 2, 3, 4, 7]),
+    constant=st.booleans(),
+    trans_b=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_float_nodes(op, k, n, m, constant, trans_b, seed):
+    """Float Gemm, MatMul and convolutions (FusedConv with its Sum input and a ReLU) in float32 as MLAS sums them:
+    passes of 128 to 1024 sequential fused multiply-adds, packed weights or not. On one ORT thread: MLAS splits a
+    product of more than 65,536 multiply-adds across threads, each with passes of its own length."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    if op in ("Gemm", "MatMul"):
+        a, b = rng.standard_normal((m, k)).astype(f32), rng.standard_normal((k, n)).astype(f32)
+        trans_b = trans_b and op == "Gemm"
+        inputs = [("a", a, False), ("b", np.ascontiguousarray(b.T) if trans_b else b, constant)]
+        if op == "Gemm":
+            inputs.append(("c", rng.standard_normal(n).astype(f32), True))
+        model, feed = one_node(op, inputs, {"transB": 1} if trans_b else None)
+    else:
+        channels = max(1, min(k // 9, 40))
+        x = rng.standard_normal((1, channels, 5, 4)).astype(f32)
+        w = rng.standard_normal((min(n, m), channels, 3, 3)).astype(f32)
+        # a constant float weight makes ORT's NCHWc layout (com.microsoft.nchwc.Conv): qlib refuses those; a
+        # weight that a DequantizeLinear computes (a PT2E model's) stays in the plain Conv
+        inputs = [("x", x, False), ("w", w, False), ("b", rng.standard_normal(w.shape[0]).astype(f32), True)]
+        attrs = {"pads": [1, 0, 1, 1], "strides": [1, 2], "kernel_shape": [3, 3]}
+        if op == "FusedConv":
+            inputs.append(("z", rng.standard_normal((1, w.shape[0], 5, 2)).astype(f32), False))
+            attrs["activation"] = "Relu"
+        model, feed = one_node(op, inputs, attrs, "com.microsoft" if op == "FusedConv" else "")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    theirs = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, feed
+    )
+    x_in = {name: torch.from_numpy(value) for name, value in feed.items()}
+    assert_same_bits(
+        qlib.run(model, x_in).returned.codes, torch.from_numpy(theirs[0]), f"{op} m={m} k={k} n={n} transB={trans_b}"
+    )
 
 
 # An AVX2-only CPU, emulated: the graph ORT optimizes there, its node outputs and its output, against qlib's run of
