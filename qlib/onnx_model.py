@@ -9,9 +9,9 @@ QuantizeLinear`` into one ``QLinearConv`` (``Gemm`` into ``QGemm``, ``MatMul`` i
 convolutions to channels-last layout (``com.microsoft`` ``QLinearConv`` with ``channels_last``,
 ``NhwcMaxPool``, ``Transpose`` nodes around them). ``run_onnx`` asks ORT for that graph (a session
 with ``optimized_model_filepath``, which writes the graph it will run) and runs its nodes in order
-with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime`` and
-``qlib.onnx_conv``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in torch,
-and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` through
+with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime``, ``qlib.onnx_conv``
+and ``qlib.onnx_pool``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in
+torch, and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` through
 ``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest, as
 ``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
 ``Conv``'s bias after). Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
@@ -31,6 +31,7 @@ import torch
 
 from qlib.integer_model import Activation, Run
 from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
+from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, qgemm, qlinear_matmul
 from qlib.onnx_sgemm import sgemm
@@ -173,6 +174,29 @@ def _qlinear_add(node: _Node) -> torch.Tensor:
     return qlinear_add(a, _scalar(sa), _scalar(za), b, _scalar(sb), _scalar(zb), _scalar(sc), _scalar(zc))
 
 
+def _qlinear_average_pool(node: _Node) -> torch.Tensor:
+    x, sx, zx, sy, zy = (node.inputs + [None, None])[:5]
+    attrs = node.attrs
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        raise ValueError(f"qlib runs QLinearAveragePool with explicit pads only; got auto_pad={attrs['auto_pad']!r}")
+    zx, zy = 0 if zx is None else _scalar(zx), 0 if zy is None else _scalar(zy)
+
+    def pool(t: torch.Tensor) -> torch.Tensor:
+        return qlinear_average_pool(
+            t, _scalar(sx), zx, _scalar(sy), zy, _ints(attrs["kernel_shape"]) or [], strides=_ints(attrs.get("strides")),
+            pads=_ints(attrs.get("pads")), count_include_pad=bool(attrs.get("count_include_pad", 0)),
+            ceil_mode=bool(attrs.get("ceil_mode", 0)),
+        )  # fmt: skip
+
+    return _channels_last(attrs, pool, x)
+
+
+def _qlinear_global_average_pool(node: _Node) -> torch.Tensor:
+    x, sx, zx, sy, zy = (node.inputs + [None, None])[:5]
+    zx, zy = 0 if zx is None else _scalar(zx), 0 if zy is None else _scalar(zy)
+    return _channels_last(node.attrs, lambda t: qlinear_global_average_pool(t, _scalar(sx), zx, _scalar(sy), zy), x)
+
+
 def _max_pool(node: _Node) -> torch.Tensor:
     x = node.inputs[0]
     kernel = [int(k) for k in node.attrs["kernel_shape"]]
@@ -294,6 +318,8 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("", "MatMulInteger"): (_matmul_integer, False),
     ("com.microsoft", "QGemm"): (_qgemm, False),
     ("com.microsoft", "QLinearAdd"): (_qlinear_add, False),
+    ("com.microsoft", "QLinearAveragePool"): (_qlinear_average_pool, False),
+    ("com.microsoft", "QLinearGlobalAveragePool"): (_qlinear_global_average_pool, False),
     ("", "MaxPool"): (_max_pool, True),
     ("com.microsoft", "NhwcMaxPool"): (_nhwc_max_pool, True),
     ("", "Reshape"): (_reshape, True),
@@ -343,6 +369,8 @@ def _qparams(op: tuple[str, str], node, values: dict) -> tuple[object, object] |
         ("", "QLinearMatMul"): (6, 7),
         ("com.microsoft", "QGemm"): (7, 8),
         ("com.microsoft", "QLinearAdd"): (6, 7),
+        ("com.microsoft", "QLinearAveragePool"): (3, 4),
+        ("com.microsoft", "QLinearGlobalAveragePool"): (3, 4),
     }.get(op)
     if where is None or len(names) <= where[0] or not names[where[0]]:
         return None

@@ -70,6 +70,22 @@ class SmallCNN(torch.nn.Module):
         return self.fc(torch.flatten(self.skip.add(self.conv2(p), p), 1))
 
 
+class PoolCNN(torch.nn.Module):
+    """Average pooling, which quantize_static turns into com.microsoft.QLinearAveragePool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.pool = torch.nn.AvgPool2d(2)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.whole = torch.nn.AvgPool2d(4)  # a kernel as large as the input: ORT's global path
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.whole(self.conv2(self.pool(self.relu(self.conv1(x))))), 1))
+
+
 class Eager(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -136,6 +152,7 @@ def static(model, shape, path: Path, quant_format: str, per_channel: bool) -> Pa
 MODELS = [
     "forum_pt2e", "forum_eager", "forum_QDQ_channel", "forum_QOperator_tensor",
     "cnn_pt2e", "cnn_eager", "cnn_QDQ_tensor", "cnn_QDQ_channel", "cnn_QOperator_tensor", "cnn_QOperator_channel",
+    "pool_QDQ_channel", "pool_QOperator_tensor",
 ]  # fmt: skip
 
 
@@ -144,7 +161,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """Every model of MODELS, written once (about 6 s: the dynamo exports take most)."""
     folder = tmp_path_factory.mktemp("onnx_models")
     torch.manual_seed(0)
-    floats = {"forum": (Forum().eval(), FORUM.shape), "cnn": (SmallCNN().eval(), CNN_SHAPE)}
+    floats = {
+        "forum": (Forum().eval(), FORUM.shape), "cnn": (SmallCNN().eval(), CNN_SHAPE), "pool": (PoolCNN().eval(), CNN_SHAPE)
+    }  # fmt: skip
     paths = {}
     logging.getLogger("root").setLevel(logging.ERROR)  # quantize_static suggests pre-processing on every call
     with warnings.catch_warnings():
