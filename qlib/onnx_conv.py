@@ -31,11 +31,14 @@ Measured against onnxruntime 1.32.0 (``tests/test_onnx_conv.py``), with the sour
 ``com.microsoft.QLinearAdd`` runs ``MlasQLinearAdd`` (``qladd_avx2.cpp``:
 https://github.com/microsoft/onnxruntime/blob/v1.32.0/onnxruntime/core/mlas/lib/intrinsics/avx2/qladd_avx2.cpp),
 all in float32: ``ra = a_scale / c_scale``, ``rb = b_scale / c_scale``, a constant ``k =
-c_zero_point - (ra * a_zero_point + rb * b_zero_point)``, then ``fma(a, ra, fma(b, rb, k))`` with one
-rounding per fused multiply-add, converted with ``cvtps2dq`` (half to even; past the int32 range it
-gives INT_MIN, the lowest code) and packed to the output type with saturation. Where one input
+c_zero_point - fma(ra, a_zero_point, rb * b_zero_point)``, then ``fma(a, ra, fma(b, rb, k))`` with
+one rounding per fused multiply-add, converted with ``cvtps2dq`` (half to even; past the int32 range
+it gives INT_MIN, the lowest code) and packed to the output type with saturation. Where ``a``
 repeats along the innermost broadcast span (a scalar, a per-channel tensor), its term joins the
-constant first, unfused: ``fma(b, rb, k + a * ra)``.
+constant first: ``k = c_zero_point - fma(rb, b_zero_point, ra * a_zero_point)``, then ``fma(b, rb,
+fma(a, ra, k))``. The source writes the multiplies and adds apart; which of them are fused
+(GCC contracts them, ``-ffp-contract=fast``) was measured: ``tests/test_onnx_conv.py`` builds
+inputs on which each other order gives other codes.
 """
 
 from __future__ import annotations
@@ -297,15 +300,14 @@ def qlinear_add(
         out_shape = torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError as error:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast") from error
-    # zc - (ra * za + rb * zb): GCC contracts the inner sum into one fused multiply-add
-    fixed = torch.tensor(float(zc)) - fma_float32(ra.view(1), float(za), rb * zb)[0]
     af, bf = a.float().expand(out_shape), b.float().expand(out_shape)
-    side = _scalar_side(a.shape, b.shape)
-    if side == "a":
-        v = fma_float32(bf, rb, fixed + af * ra)
-    elif side == "b":
-        v = fma_float32(af, ra, fixed + bf * rb)
+    # zc - (ra * za + rb * zb), the inner sum contracted into one fused multiply-add (measured: GCC fuses
+    # the last product in the kernel for a repeated a, the first in the others)
+    if _scalar_side(a.shape, b.shape) == "a":
+        fixed = torch.tensor(float(zc)) - fma_float32(rb.view(1), float(zb), ra * za)[0]
+        v = fma_float32(bf, rb, fma_float32(af, ra, fixed))  # the repeated input's term joins the constant first
     else:
+        fixed = torch.tensor(float(zc)) - fma_float32(ra.view(1), float(za), rb * zb)[0]
         v = fma_float32(af, ra, fma_float32(bf, rb, fixed))
     v = torch.where(v.abs() < 2.0**31, v, torch.tensor(-(2.0**31)))  # cvtps2dq: NaN and overflow give INT_MIN
     return torch.round(v).clamp(qmin, qmax).to(a.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import shutil
@@ -21,7 +22,7 @@ pytest.importorskip("onnx")
 from inputs import examples  # noqa: E402
 from onnx_graphs import QEMU_SCRIPT, const, model, run  # noqa: E402
 
-from qlib.numerics import float32  # noqa: E402
+from qlib.numerics import float32, fma_float32  # noqa: E402
 from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv  # noqa: E402
 from qlib.ranges import DTYPE_RANGES  # noqa: E402
 from qlib.testing import assert_same_ints  # noqa: E402
@@ -123,6 +124,51 @@ def test_qlinear_conv(case, per_channel, symmetric, bias, constant, y_ratio, see
     check(ours, theirs, f"{case} per_channel={per_channel} zw={zw} const={constant}")
 
 
+def pixels_summing_to(targets: list[int]) -> tuple[torch.Tensor, int]:
+    """uint8 codes ``[1, 64, 1, len(targets)]`` whose 64 channels sum, less the zero point returned, to each target
+    (all of one sign)."""
+    zx = 0 if targets[0] >= 0 else 255
+    x = np.zeros((64, len(targets)), np.int64)
+    for i, target in enumerate(targets):
+        full, rest = divmod(abs(target), 255)
+        x[:full, i], x[full, i] = 255, rest
+    x = x if zx == 0 else 255 - x
+    return torch.from_numpy(x.astype(np.uint8)).view(1, 64, 1, len(targets)), zx
+
+
+@pytest.mark.parametrize("channels", [1, 16])
+def test_qlinear_conv_multiplier_and_ties(channels):
+    """Accumulators built to land where float32(x_scale * w_scale) / y_scale, x_scale * (w_scale / y_scale) and the
+    reciprocal's product round to different codes, and on ties (a multiplier of 0.5, odd accumulators, odd zero
+    points): ORT divides, rounds half to even and adds the zero point after. 16 output channels with int8 weights
+    of zero point 0 run MLAS's ConvSym kernel, one its GEMM."""
+    rng = np.random.default_rng(5)
+    f32 = np.float32
+    accs = np.arange(-16320, 16321).astype(np.float32)
+    cases = [
+        ([*range(1, 256, 2)], (f32(1.0), f32(1.0), f32(2.0))),
+        ([*range(-255, 0, 2)], (f32(1.0), f32(1.0), f32(2.0))),
+    ]
+    while len(cases) < 22:
+        sx, sw = f32(rng.uniform(1e-3, 0.1)), f32(rng.uniform(1e-3, 0.1))
+        sy = f32(sx * sw * rng.uniform(20, 200))
+        forms = [f32(f32(sx * sw) / sy), f32(sx * f32(sw / sy)), f32(f32(sx * sw) * f32(f32(1) / sy))]
+        rounded = [np.rint(accs * m) for m in forms]
+        split = accs[(rounded[0] != rounded[1]) | (rounded[0] != rounded[2])].astype(int)
+        for part in (split[split >= 0][:8], split[split < 0][:8]):
+            if len(part):
+                cases.append(([int(t) for t in part], (sx, sw, sy)))
+    for targets, (sx, sw, sy) in cases:
+        x, zx = pixels_summing_to(targets)
+        w = torch.ones(channels, 64, 1, 1, dtype=torch.int8)
+        inputs = [("x", x.numpy()), ("sx", const(sx)), ("zx", const(np.uint8(zx))), ("w", const(w.numpy()))]
+        inputs += [("sw", const(sw)), ("zw", const(np.int8(0))), ("sy", const(sy)), ("zy", const(np.uint8(129)))]
+        theirs = run("QLinearConv", inputs, "uint8")
+        check(qlinear_conv(x, float(sx), zx, w, float(sw), 0, float(sy), 129), theirs, f"accs={targets}")
+        if (sx, sw, sy) == (1.0, 1.0, 2.0):  # half away from zero would differ on every other tie
+            assert theirs[0, 0, 0].astype(int).tolist() == [min(255, 129 + int(np.rint(t / 2))) for t in targets]
+
+
 @pytest.mark.cpu_kind
 @settings(max_examples=examples(100), deadline=None)
 @given(
@@ -206,6 +252,73 @@ def test_qlinear_add_ties_and_overflow():
             scalar = (a, sa, za, b[:1].reshape(()), sb, zb, sc, zc)
             theirs = run("QLinearAdd", add_inputs(*scalar), NAME[dtype], domain="com.microsoft")
             check(qlinear_add(*scalar), theirs, f"scalar b {dtype} {sa} {sb} {sc}")
+
+
+# Scales and zero points (found by a search over random ones) on which each other order of QLinearAdd's float
+# operations gives other codes than qlib's, for two full-range inputs, a repeated a and a repeated b
+ADD_EDGES = {
+    "both": [
+        ("uint8", 0.16410571336746216, 223, 0.13697409629821777, 49, 0.36828866600990295, 142, 205),
+        ("uint8", 0.002411274006590247, 105, 0.1294984519481659, 213, 0.14983390271663666, 255, 72),
+        ("uint8", 0.12699882686138153, 129, 0.07670442759990692, 167, 0.23280881345272064, 40, 110),
+        ("int8", 0.13903094828128815, -92, 0.10478349775075912, -27, 0.14669306576251984, 50, 112),
+    ],
+    "a": [
+        ("uint8", 0.11440572887659073, 22, 0.09514773637056351, 188, 0.05099506303668022, 118, 202),
+        ("int8", 0.16660542786121368, 112, 0.18298602104187012, 45, 0.23823367059230804, -88, 122),
+        ("int8", 0.08288978785276413, -6, 0.06663104891777039, 123, 0.03310195356607437, -122, 13),
+        ("uint8", 0.010674279183149338, 69, 0.1233179122209549, 144, 0.1998773068189621, 226, 195),
+    ],
+    "b": [
+        ("int8", 0.03491967171430588, 107, 0.043093495070934296, -18, 0.07738092541694641, 13, 123),
+        ("uint8", 0.0987878143787384, 117, 0.10121766477823257, 246, 0.1482129693031311, 107, 113),
+        ("int8", 0.13568627834320068, 99, 0.010550745762884617, -24, 0.14536282420158386, 57, 52),
+        ("uint8", 0.0012285534758120775, 125, 0.1357010304927826, 14, 0.19805151224136353, 70, 245),
+    ],
+}
+
+
+def add_candidate(a, sa, za, b, sb, zb, sc, zc, inner: str, first: str, fused: bool) -> torch.Tensor:
+    """One order of QLinearAdd's float32 operations: which product the constant's sum fuses (``inner``), which
+    input's term joins the constant first, and whether that first step is fused."""
+    sct = torch.tensor(float32(sc))
+    ra, rb = torch.tensor(float32(sa)) / sct, torch.tensor(float32(sb)) / sct
+    if inner == "ra":
+        k = torch.tensor(float(zc)) - fma_float32(ra.view(1), float(za), rb * zb)[0]
+    elif inner == "rb":
+        k = torch.tensor(float(zc)) - fma_float32(rb.view(1), float(zb), ra * za)[0]
+    else:
+        k = torch.tensor(float(zc)) - (ra * za + rb * zb)
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    af, bf = a.float().expand(shape), b.float().expand(shape)
+    (x1, r1), (x2, r2) = ((af, ra), (bf, rb)) if first == "a" else ((bf, rb), (af, ra))
+    v = fma_float32(x2, r2, fma_float32(x1, r1, k) if fused else k + x1 * r1)
+    lo, hi = DTYPE_RANGES[a.dtype]
+    return torch.round(v).clamp(lo, hi).to(a.dtype)
+
+
+@pytest.mark.parametrize("case", ["both", "a", "b"])
+def test_qlinear_add_order_of_operations(case):
+    """ORT's codes equal qlib's, and each of the 11 other orders (fused or not, a or b first, either product
+    fused into the constant) gives other codes on at least one of these inputs: the measurement decides."""
+    wrong = {}
+    for name, sa, za, sb, zb, sc, zc, s in ADD_EDGES[case]:
+        dtype = getattr(torch, name)
+        lo, hi = DTYPE_RANGES[dtype]
+        grid = torch.arange(lo, hi + 1)
+        if case == "both":
+            a, b = grid.repeat_interleave(len(grid)).to(dtype), grid.repeat(len(grid)).to(dtype)
+        else:
+            one = torch.tensor(s).to(dtype)
+            a, b = (one, grid.to(dtype)) if case == "a" else (grid.to(dtype), one)
+        args = (a, sa, za, b, sb, zb, sc, zc)
+        theirs = run("QLinearAdd", add_inputs(*args), name, domain="com.microsoft")
+        check(qlinear_add(*args), theirs, f"{case}: {args[1:]}")
+        for order in itertools.product(("ra", "rb", "none"), ("a", "b"), (True, False)):
+            differ = int((add_candidate(*args, *order) != torch.from_numpy(theirs)).sum())
+            wrong[order] = wrong.get(order, 0) + differ
+    right = [order for order, differ in wrong.items() if differ == 0]
+    assert right == [("rb", "a", True) if case == "a" else ("ra", "b", True)], wrong
 
 
 # An AVX2-only CPU, emulated: qemu-x86_64 -cpu Haswell hides AVX-512 and VNNI from ONNX Runtime

@@ -937,10 +937,24 @@ def _onnx_calls(name: str) -> list[tuple[tuple, dict]]:
         ]
         calls += [((s8, 1.0, -3, s8[:1], 3e4, 0, 1e-9, 5), {}), ((s8, 0.3, 1, s8[0, 0], 0.1, -1, 0.4, 0), {})]
         calls += [((a, 0.1, 3, s8, 0.1, 0, 0.2, 0), {}), ((a, 0.1, 3, a[:, :2], 0.1, 0, 0.2, 0), {})]
+    elif name == "qlinear_average_pool":
+        a = torch.randint(0, 256, (2, 3, 5, 6), generator=gen, dtype=torch.uint8)
+        calls += [
+            ((a, 0.1, 3, 0.1, 7, [2, 2]), {"strides": [2, 2]}),
+            ((a, 0.1, 3, 0.05, 128, [3, 3]), {"pads": [1] * 4}),
+        ]
+        calls += [((a, 0.1, 3, 0.2, 0, [3, 2]), {"pads": [1, 0, 1, 1], "count_include_pad": True, "ceil_mode": True})]
+        calls += [((a, 0.1, 3, 1e-10, 0, [5, 6]), {}), ((s8.view(1, 5, 33), 0.3, -1, 0.1, 5, [4]), {"strides": [3]})]
+        calls += [((a, 0.1, 300, 0.1, 0, [2, 2]), {}), ((a.float(), 0.1, 0, 0.1, 0, [2, 2]), {})]
+    elif name == "qlinear_global_average_pool":
+        a = torch.randint(0, 256, (2, 3, 5, 6), generator=gen, dtype=torch.uint8)
+        calls += [((a, 0.1, 3, 0.1, 7), {}), ((s8.view(1, 5, 33), 0.3, -1, 0.01, 5), {}), ((a, 0.1, 3, 0.0, 7), {})]
     return calls
 
 
 ONNX_NAMES = (
+    "qlinear_average_pool",
+    "qlinear_global_average_pool",
     "qlinear_conv",
     "conv_integer",
     "qlinear_add",
