@@ -11,7 +11,7 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime onnx_conv onnx_pool onnx_sgemm
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime onnx_conv onnx_pool onnx_sgemm onnx_tables
     4 tools       integer_model onnx_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
@@ -57,6 +57,7 @@ from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
 from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, ort_pairs_saturate_here, qgemm, qlinear_matmul
+from qlib.onnx_tables import qlinear_concat
 from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
 from qlib.probing import Probe, probe
 from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
@@ -145,6 +146,7 @@ __all__ = [
     "qgemm",
     "qlinear_add",
     "qlinear_average_pool",
+    "qlinear_concat",
     "qlinear_conv",
     "qlinear_global_average_pool",
     "qlinear_matmul",

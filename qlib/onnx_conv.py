@@ -1,6 +1,6 @@
 """ONNX Runtime's integer convolutions and ``QLinearAdd``, integer by integer, as its CPU provider computes them on x86.
 
-Explained in the book chapter "Leaving PyTorch through ONNX" (``book/15_onnx``).
+Explained in the book chapter "Leaving PyTorch through ONNX" (``book/14_onnx``).
 
 ``QLinearConv`` (and ``com.microsoft.QLinearConv``, its channels-last twin that ORT's layout
 optimizer writes) and ``ConvInteger`` run MLAS on the raw codes (``qlinearconv.cc``:
@@ -154,7 +154,7 @@ def conv_integer(
     attributes. ORT's GEMM takes the weight as its left matrix, a product
     that is exact on every CPU (measured under AVX2 emulation too).
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> x = torch.tensor([[[10, 20, 30]]], dtype=torch.uint8)
     >>> conv_integer(x, torch.tensor([[[1, 3]]], dtype=torch.uint8), 10, 1, pads=[1, 0])
@@ -208,7 +208,7 @@ def qlinear_conv(
     :func:`qlib.matmul_integer` (None: this one); depthwise convolutions
     never saturate. The module docstring has the arithmetic.
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> x = torch.tensor([[[130, 140, 150]]], dtype=torch.uint8)
     >>> w = torch.tensor([[[2, -1]]], dtype=torch.int8)
@@ -279,7 +279,7 @@ def qlinear_add(
     rounded half to even and saturated (the module docstring has the order
     of the operations and the broadcast case).
 
-    Chapter: "Leaving PyTorch through ONNX" (book/15_onnx).
+    Chapter: "Leaving PyTorch through ONNX" (book/14_onnx).
 
     >>> a = torch.tensor([100, 130, 255], dtype=torch.uint8)
     >>> b = torch.tensor([100, 129, 255], dtype=torch.uint8)

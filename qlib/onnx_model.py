@@ -9,8 +9,8 @@ QuantizeLinear`` into one ``QLinearConv`` (``Gemm`` into ``QGemm``, ``MatMul`` i
 convolutions to channels-last layout (``com.microsoft`` ``QLinearConv`` with ``channels_last``,
 ``NhwcMaxPool``, ``Transpose`` nodes around them). ``run_onnx`` asks ORT for that graph (a session
 with ``optimized_model_filepath``, which writes the graph it will run) and runs its nodes in order
-with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime``, ``qlib.onnx_conv``
-and ``qlib.onnx_pool``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in
+with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime``, ``qlib.onnx_conv``,
+``qlib.onnx_pool`` and ``qlib.onnx_tables``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in
 torch, and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` through
 ``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest, as
 ``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
@@ -35,6 +35,7 @@ from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, qgemm, qlinear_matmul
 from qlib.onnx_sgemm import sgemm
+from qlib.onnx_tables import qlinear_concat
 
 # ONNX's tensor element types that qlib meets, as torch dtypes
 ONNX_DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64}
@@ -197,6 +198,12 @@ def _qlinear_global_average_pool(node: _Node) -> torch.Tensor:
     return _channels_last(node.attrs, lambda t: qlinear_global_average_pool(t, _scalar(sx), zx, _scalar(sy), zy), x)
 
 
+def _qlinear_concat(node: _Node) -> torch.Tensor:
+    sy, zy, *rest = node.inputs
+    parts = [(rest[i], _scalar(rest[i + 1]), _scalar(rest[i + 2])) for i in range(0, len(rest), 3)]
+    return qlinear_concat(parts, _scalar(sy), _scalar(zy), int(node.attrs["axis"]))
+
+
 def _max_pool(node: _Node) -> torch.Tensor:
     x = node.inputs[0]
     kernel = [int(k) for k in node.attrs["kernel_shape"]]
@@ -319,6 +326,7 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("com.microsoft", "QGemm"): (_qgemm, False),
     ("com.microsoft", "QLinearAdd"): (_qlinear_add, False),
     ("com.microsoft", "QLinearAveragePool"): (_qlinear_average_pool, False),
+    ("com.microsoft", "QLinearConcat"): (_qlinear_concat, False),
     ("com.microsoft", "QLinearGlobalAveragePool"): (_qlinear_global_average_pool, False),
     ("", "MaxPool"): (_max_pool, True),
     ("com.microsoft", "NhwcMaxPool"): (_nhwc_max_pool, True),
@@ -370,6 +378,7 @@ def _qparams(op: tuple[str, str], node, values: dict) -> tuple[object, object] |
         ("com.microsoft", "QGemm"): (7, 8),
         ("com.microsoft", "QLinearAdd"): (6, 7),
         ("com.microsoft", "QLinearAveragePool"): (3, 4),
+        ("com.microsoft", "QLinearConcat"): (0, 1),
         ("com.microsoft", "QLinearGlobalAveragePool"): (3, 4),
     }.get(op)
     if where is None or len(names) <= where[0] or not names[where[0]]:

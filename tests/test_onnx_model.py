@@ -86,6 +86,20 @@ class PoolCNN(torch.nn.Module):
         return self.fc(torch.flatten(self.whole(self.conv2(self.pool(self.relu(self.conv1(x))))), 1))
 
 
+class CatCNN(torch.nn.Module):
+    """Two branches concatenated, which quantize_static turns into com.microsoft.QLinearConcat."""
+
+    def __init__(self):
+        super().__init__()
+        self.left = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.right = torch.nn.Conv2d(3, 4, 1)
+        self.pool = torch.nn.AvgPool2d(2)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.cat([self.left(x), self.right(x)], 1)), 1))
+
+
 class Eager(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -132,8 +146,9 @@ def eager(model, shape, path: Path) -> Path:
 def static(model, shape, path: Path, quant_format: str, per_channel: bool) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    float_path = path.with_name(path.stem + "_float.onnx")
-    torch.onnx.export(model, (torch.zeros(shape),), float_path, dynamo=True, input_names=["x"], verbose=False)
+    float_path = path.with_name(path.stem.split("_")[0] + "_float.onnx")  # one float export per model
+    if not float_path.exists():
+        torch.onnx.export(model, (torch.zeros(shape),), float_path, dynamo=True, input_names=["x"], verbose=False)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -152,17 +167,18 @@ def static(model, shape, path: Path, quant_format: str, per_channel: bool) -> Pa
 MODELS = [
     "forum_pt2e", "forum_eager", "forum_QDQ_channel", "forum_QOperator_tensor",
     "cnn_pt2e", "cnn_eager", "cnn_QDQ_tensor", "cnn_QDQ_channel", "cnn_QOperator_tensor", "cnn_QOperator_channel",
-    "pool_QDQ_channel", "pool_QOperator_tensor",
+    "pool_QDQ_channel", "pool_QOperator_tensor", "cat_QDQ_channel",
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """Every model of MODELS, written once (about 6 s: the dynamo exports take most)."""
+    """Every model of MODELS, written once (about 5 s on one core: the five dynamo exports take most)."""
     folder = tmp_path_factory.mktemp("onnx_models")
     torch.manual_seed(0)
     floats = {
-        "forum": (Forum().eval(), FORUM.shape), "cnn": (SmallCNN().eval(), CNN_SHAPE), "pool": (PoolCNN().eval(), CNN_SHAPE)
+        "forum": (Forum().eval(), FORUM.shape), "cnn": (SmallCNN().eval(), CNN_SHAPE), "pool": (PoolCNN().eval(), CNN_SHAPE),
+        "cat": (CatCNN().eval(), CNN_SHAPE),
     }  # fmt: skip
     paths = {}
     logging.getLogger("root").setLevel(logging.ERROR)  # quantize_static suggests pre-processing on every call

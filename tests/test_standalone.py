@@ -949,10 +949,20 @@ def _onnx_calls(name: str) -> list[tuple[tuple, dict]]:
     elif name == "qlinear_global_average_pool":
         a = torch.randint(0, 256, (2, 3, 5, 6), generator=gen, dtype=torch.uint8)
         calls += [((a, 0.1, 3, 0.1, 7), {}), ((s8.view(1, 5, 33), 0.3, -1, 0.01, 5), {}), ((a, 0.1, 3, 0.0, 7), {})]
+    elif name == "qlinear_concat":
+        a = torch.randint(0, 256, (2, 3, 4), generator=gen, dtype=torch.uint8)
+        calls += [(([(a, 0.1, 3), (a[:, :1], 0.05, 128), (a[:, :2], 0.1, 3)], 0.1, 3, 1), {})]
+        calls += [(([(s8, 0.3, -1), (s8[:2], 1e-8, 5)], 0.2, 0, -2), {}), (([(s8, 0.3, -1)], 0.2, 0, 0), {})]
+        calls += [
+            (([], 0.1, 0, 0), {}),
+            (([(a, 0.1, 3), (s8, 0.1, 3)], 0.1, 3, 0), {}),
+            (([(a, 0.1, 3)], 0.1, 3, 5), {}),
+        ]
     return calls
 
 
 ONNX_NAMES = (
+    "qlinear_concat",
     "qlinear_average_pool",
     "qlinear_global_average_pool",
     "qlinear_conv",
