@@ -87,7 +87,7 @@ class PoolCNN(torch.nn.Module):
 
 
 class CatCNN(torch.nn.Module):
-    """Two branches concatenated, which quantize_static turns into com.microsoft.QLinearConcat."""
+    """Two branches concatenated, one through a sigmoid: quantize_static's QLinearConcat and QLinearSigmoid."""
 
     def __init__(self):
         super().__init__()
@@ -97,7 +97,7 @@ class CatCNN(torch.nn.Module):
         self.fc = torch.nn.Linear(8 * 4 * 4, 10)
 
     def forward(self, x):
-        return self.fc(torch.flatten(self.pool(torch.cat([self.left(x), self.right(x)], 1)), 1))
+        return self.fc(torch.flatten(self.pool(torch.cat([torch.sigmoid(self.left(x)), self.right(x)], 1)), 1))
 
 
 class Eager(torch.nn.Module):
