@@ -57,7 +57,7 @@ from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
 from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, ort_pairs_saturate_here, qgemm, qlinear_matmul
-from qlib.onnx_tables import qlinear_concat
+from qlib.onnx_tables import qlinear_concat, qlinear_sigmoid
 from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
 from qlib.probing import Probe, probe
 from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
@@ -150,6 +150,7 @@ __all__ = [
     "qlinear_conv",
     "qlinear_global_average_pool",
     "qlinear_matmul",
+    "qlinear_sigmoid",
     "quantize_int4_tinygemm",
     "quantize_per_group",
     "relu",

@@ -35,7 +35,7 @@ from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, qgemm, qlinear_matmul
 from qlib.onnx_sgemm import sgemm
-from qlib.onnx_tables import qlinear_concat
+from qlib.onnx_tables import qlinear_concat, qlinear_sigmoid
 
 # ONNX's tensor element types that qlib meets, as torch dtypes
 ONNX_DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64}
@@ -204,6 +204,12 @@ def _qlinear_concat(node: _Node) -> torch.Tensor:
     return qlinear_concat(parts, _scalar(sy), _scalar(zy), int(node.attrs["axis"]))
 
 
+def _qlinear_sigmoid(node: _Node) -> torch.Tensor:
+    x, sx, zx, sy, zy = (node.inputs + [None, None])[:5]
+    zx, zy = 0 if zx is None else _scalar(zx), 0 if zy is None else _scalar(zy)
+    return qlinear_sigmoid(x, _scalar(sx), zx, _scalar(sy), zy)
+
+
 def _max_pool(node: _Node) -> torch.Tensor:
     x = node.inputs[0]
     kernel = [int(k) for k in node.attrs["kernel_shape"]]
@@ -327,6 +333,7 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("com.microsoft", "QLinearAdd"): (_qlinear_add, False),
     ("com.microsoft", "QLinearAveragePool"): (_qlinear_average_pool, False),
     ("com.microsoft", "QLinearConcat"): (_qlinear_concat, False),
+    ("com.microsoft", "QLinearSigmoid"): (_qlinear_sigmoid, False),
     ("com.microsoft", "QLinearGlobalAveragePool"): (_qlinear_global_average_pool, False),
     ("", "MaxPool"): (_max_pool, True),
     ("com.microsoft", "NhwcMaxPool"): (_nhwc_max_pool, True),
@@ -379,6 +386,7 @@ def _qparams(op: tuple[str, str], node, values: dict) -> tuple[object, object] |
         ("com.microsoft", "QLinearAdd"): (6, 7),
         ("com.microsoft", "QLinearAveragePool"): (3, 4),
         ("com.microsoft", "QLinearConcat"): (0, 1),
+        ("com.microsoft", "QLinearSigmoid"): (3, 4),
         ("com.microsoft", "QLinearGlobalAveragePool"): (3, 4),
     }.get(op)
     if where is None or len(names) <= where[0] or not names[where[0]]:

@@ -3,7 +3,8 @@
 The models: the forum's Linear(4, 3) and a small CNN (conv+relu, maxpool, conv, add, flatten, linear), each
 (a) PT2E-quantized with X86InductorQuantizer and exported with torch.onnx.export(dynamo=True), (b) eager
 torch.ao-quantized and exported with dynamo=False, (c) exported in float and quantized by
-onnxruntime.quantization.quantize_static, QDQ and QOperator, per tensor and per channel. ORT's integers for every
+onnxruntime.quantization.quantize_static, QDQ and QOperator, per tensor and per channel; and, through (c) only,
+a CNN with average pools and one whose sigmoid and plain branches are concatenated. ORT's integers for every
 node come from the graph ORT optimized, with every node's output made a graph output and run as it is.
 """
 
@@ -87,7 +88,7 @@ class PoolCNN(torch.nn.Module):
 
 
 class CatCNN(torch.nn.Module):
-    """Two branches concatenated, which quantize_static turns into com.microsoft.QLinearConcat."""
+    """Two branches concatenated, one through a sigmoid: quantize_static's QLinearConcat and QLinearSigmoid."""
 
     def __init__(self):
         super().__init__()
@@ -97,7 +98,7 @@ class CatCNN(torch.nn.Module):
         self.fc = torch.nn.Linear(8 * 4 * 4, 10)
 
     def forward(self, x):
-        return self.fc(torch.flatten(self.pool(torch.cat([self.left(x), self.right(x)], 1)), 1))
+        return self.fc(torch.flatten(self.pool(torch.cat([torch.sigmoid(self.left(x)), self.right(x)], 1)), 1))
 
 
 class Eager(torch.nn.Module):
@@ -364,7 +365,7 @@ def test_float_nodes(op, k, n, m, constant, trans_b, seed):
 # An AVX2-only CPU, emulated: the graph ORT optimizes there, its node outputs and its output, against qlib's run of
 # that graph with pairs_saturate=True
 
-QEMU_MODELS = ["forum_eager", "cnn_eager", "cnn_QDQ_channel", "cnn_QOperator_tensor", "cnn_pt2e"]
+QEMU_MODELS = ["forum_eager", "cnn_eager", "cnn_QDQ_channel", "cnn_QOperator_tensor", "cnn_pt2e", "cat_QDQ_channel"]
 QEMU_SCRIPT = """
 import os, pickle, sys, tempfile
 import onnx, onnxruntime as ort
@@ -393,7 +394,7 @@ pickle.dump(outs, open(sys.argv[2], "wb"))
 
 
 def test_avx2_emulated_models(models, tmp_path: Path):
-    """ORT under qemu-x86_64 -cpu Haswell (AVX2 without VNNI: u8 x s8 pairs saturate) on five of the models, two
+    """ORT under qemu-x86_64 -cpu Haswell (AVX2 without VNNI: u8 x s8 pairs saturate) on six of the models, two
     inputs each, one far past the calibrated range: every node against qlib with pairs_saturate=True."""
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:

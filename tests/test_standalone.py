@@ -958,10 +958,15 @@ def _onnx_calls(name: str) -> list[tuple[tuple, dict]]:
             (([(a, 0.1, 3), (s8, 0.1, 3)], 0.1, 3, 0), {}),
             (([(a, 0.1, 3)], 0.1, 3, 5), {}),
         ]
+    elif name == "qlinear_sigmoid":
+        a = torch.arange(0, 256, dtype=torch.int64).to(torch.uint8)
+        calls += [((a, 0.05, 128, 1 / 256, 0), {}), ((a, 0.3, 7, 0.001, 3), {}), ((s8, 0.1, -3, 1 / 255, -128), {})]
+        calls += [((a.float(), 0.1, 0, 0.1, 0), {}), ((a, 0.1, 300, 0.1, 0), {})]
     return calls
 
 
 ONNX_NAMES = (
+    "qlinear_sigmoid",
     "qlinear_concat",
     "qlinear_average_pool",
     "qlinear_global_average_pool",
