@@ -11,8 +11,8 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     0 floor       numerics ranges checks releases registry prose
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
-    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime xnnpack
-    4 tools       xnnpack_graph integer_model mismatch layer_mismatch probing testing standalone
+    3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime onnx_conv onnx_pool onnx_sgemm onnx_tables xnnpack
+    4 tools       xnnpack_graph integer_model onnx_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
 argument checks, the torch release, counts in words. primitives: one tensor to codes and back.
@@ -53,8 +53,11 @@ from qlib.observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
+from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_runtime import matmul_integer, ort_pairs_saturate_here, qgemm, qlinear_matmul
+from qlib.onnx_tables import qlinear_concat, qlinear_sigmoid
 from qlib.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d, mean
 from qlib.probing import Probe, probe
 from qlib.pt2e_ops import dequantize_pt2e, quantize_pt2e
@@ -127,6 +130,7 @@ __all__ = [
     "choose_qparams_dynamic",
     "clamp",
     "conv2d",
+    "conv_integer",
     "conv2d_kernel",
     "dequantize_activation_per_token",
     "dequantize_per_group",
@@ -150,7 +154,13 @@ __all__ = [
     "pack_int4_for_cpu",
     "pairs_saturate_here",
     "qgemm",
+    "qlinear_add",
+    "qlinear_average_pool",
+    "qlinear_concat",
+    "qlinear_conv",
+    "qlinear_global_average_pool",
     "qlinear_matmul",
+    "qlinear_sigmoid",
     "quantize_int4_tinygemm",
     "quantize_per_group",
     "relu",

@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import html
 import math
+import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
@@ -361,6 +363,12 @@ def _watch(model, x, settings: Settings, keep_torch: bool) -> tuple[list[_Step],
     return steps, returned
 
 
+def _is_onnx(model: object) -> bool:
+    """An ``onnx.ModelProto`` (onnx is imported if one exists) or a path, which only an ONNX model can be."""
+    onnx = sys.modules.get("onnx")
+    return isinstance(model, (str, os.PathLike)) or (onnx is not None and isinstance(model, onnx.ModelProto))
+
+
 def run(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -370,6 +378,10 @@ def run(
     backend: str | None = None,
 ) -> Run:
     """Run a quantized model on float32 ``x`` with qlib's operators.
+
+    ``model`` may also be an ONNX model (an ``onnx.ModelProto`` or a path): then
+    qlib runs the graph ONNX Runtime runs, node by node (``qlib.onnx_model``),
+    ``x`` is one tensor or a dict by input name, and ``release`` does not apply.
 
     Every step's integers equal torch's bit for bit where qlib models the
     kernel torch runs (see each operator's docstring: ``qlib.linear``,
@@ -402,6 +414,10 @@ def run(
     >>> [(name, step.codes.tolist()) for name, step in result.activations.items()]
     [('0', [[0, 63, 127]]), ('1', [[42, 63, 127]])]
     """
+    if _is_onnx(model):  # its nodes as ONNX Runtime runs them (qlib.onnx_model: the package, not a one-file copy)
+        from qlib.onnx_model import run_onnx
+
+        return run_onnx(model, x, pairs_saturate=pairs_saturate)
     if backend == "xnnpack":
         return _run_xnnpack(model, x)
     if backend is not None:

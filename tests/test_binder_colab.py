@@ -163,14 +163,18 @@ def test_colab_cell_installs_from_this_repository_with_the_books_pins():
         req = Requirement(spec)
         name = canonicalize_name(req.name)
         assert name in book and str(req.specifier) == str(book[name].specifier), f"Colab pins {spec}; {book.get(name)}"
-    # Colab has numpy and matplotlib; it lacks the pinned torch, myst-nb's glue, torchao (chapters 11, 12) and
-    # executorch (chapter 15), its own torchvision is built for its own torch, not the pinned one (chapter 10), and
-    # its transformers is not the pinned one (chapter 12)
+    # Colab has numpy and matplotlib; it lacks the pinned torch, myst-nb's glue and torchao (chapters 11, 12), its
+    # own torchvision is built for its own torch, not the pinned one (chapter 10), and its transformers is not the
+    # pinned one (chapter 12); onnx, onnxruntime (chapters 14, 16) and executorch (chapters 15, 16) it lacks too,
+    # and torch.onnx.export(dynamo=True) translates with onnxscript
+    imported = set().union(*(imported_modules(md) for md in CHAPTERS))
     needed = {"torch", "myst-nb"} | {
         package
-        for package in ("torchao", "torchvision", "transformers", "executorch")
-        if any(package in imported_modules(md) for md in CHAPTERS)
+        for package in ("torchao", "torchvision", "transformers", "onnx", "onnxruntime", "executorch")
+        if package in imported
     }
+    if "onnx" in needed:
+        needed.add("onnxscript")
     assert {canonicalize_name(Requirement(s).name) for s in packages[:-1]} == needed
 
 

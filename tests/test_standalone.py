@@ -910,10 +910,69 @@ def _onnx_calls(name: str) -> list[tuple[tuple, dict]]:
             ((a8, 0.02, 131, b8, 0.01, 0, c.long(), 0.07, 77), {}),
             ((a8, 0.02, 131, b8, 0.01, 0, None, 0.07), {}),
         ]
+    elif name in ("qlinear_conv", "conv_integer"):
+        x = torch.randint(0, 256, (1, 6, 5, 5), generator=gen, dtype=torch.uint8)
+        xs = (x.long() - 128).to(torch.int8)
+        w = torch.randint(-128, 128, (4, 3, 3, 3), generator=gen, dtype=torch.int8)
+        dw = torch.randint(-128, 128, (6, 1, 3, 3), generator=gen, dtype=torch.int8)
+        bias = torch.randint(-5000, 5000, (4,), generator=gen, dtype=torch.int32)
+        attrs = {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2], "group": 2}
+        if name == "conv_integer":
+            calls += [((x, w, 131, -3), attrs), ((xs, w.view(torch.uint8)[:, :, :2], -5, 200), {"group": 2})]
+            calls += [((x[:, :, 0], dw[:, :, 0], 7, 0), {"group": 6, "pads": [2, 1]})]
+            calls += [((x, w, 131, 0), {"group": 3}), ((x.float(), w), {})]
+        else:
+            for saturate in (None, False, True):
+                calls.append(((x, 0.02, 131, w, 0.01, 0, 0.3, 77, bias), {**attrs, "pairs_saturate": saturate}))
+                calls.append(((x, 0.02, 131, dw, col_s[:6], 0, 0.1, 7), {"group": 6, "pairs_saturate": saturate}))
+                calls.append(((xs, 0.02, -1, w[:, :, :2], 0.01, 0, 0.07, -9), {"pairs_saturate": saturate}))
+            calls.append(((x[:, :, 0], 0.02, 131, w[:, :, 0], 0.01, 0, 0.3, 77), {"group": 2, "pads": [1, 1]}))
+            calls += [((xs, 0.02, 0, w.view(torch.uint8), 0.01, 0, 0.07, 0), {"group": 2})]
+            calls += [((x, 0.02, 131, w, 0.01, torch.tensor([0, 1, 0, 0], dtype=torch.int8), 0.3, 77), {"group": 2})]
+    elif name == "qlinear_add":
+        a = torch.randint(0, 256, (2, 4, 3, 3), generator=gen, dtype=torch.uint8)
+        calls += [
+            ((a, 0.1, 3, a.flip(0), 0.1, 250, 0.2, 128), {}),
+            ((a, 0.5, 0, a[:1, :, :1, :1], 0.25, 7, 1.0, 1), {}),
+        ]
+        calls += [((s8, 1.0, -3, s8[:1], 3e4, 0, 1e-9, 5), {}), ((s8, 0.3, 1, s8[0, 0], 0.1, -1, 0.4, 0), {})]
+        calls += [((a, 0.1, 3, s8, 0.1, 0, 0.2, 0), {}), ((a, 0.1, 3, a[:, :2], 0.1, 0, 0.2, 0), {})]
+    elif name == "qlinear_average_pool":
+        a = torch.randint(0, 256, (2, 3, 5, 6), generator=gen, dtype=torch.uint8)
+        calls += [
+            ((a, 0.1, 3, 0.1, 7, [2, 2]), {"strides": [2, 2]}),
+            ((a, 0.1, 3, 0.05, 128, [3, 3]), {"pads": [1] * 4}),
+        ]
+        calls += [((a, 0.1, 3, 0.2, 0, [3, 2]), {"pads": [1, 0, 1, 1], "count_include_pad": True, "ceil_mode": True})]
+        calls += [((a, 0.1, 3, 1e-10, 0, [5, 6]), {}), ((s8.view(1, 5, 33), 0.3, -1, 0.1, 5, [4]), {"strides": [3]})]
+        calls += [((a, 0.1, 300, 0.1, 0, [2, 2]), {}), ((a.float(), 0.1, 0, 0.1, 0, [2, 2]), {})]
+    elif name == "qlinear_global_average_pool":
+        a = torch.randint(0, 256, (2, 3, 5, 6), generator=gen, dtype=torch.uint8)
+        calls += [((a, 0.1, 3, 0.1, 7), {}), ((s8.view(1, 5, 33), 0.3, -1, 0.01, 5), {}), ((a, 0.1, 3, 0.0, 7), {})]
+    elif name == "qlinear_concat":
+        a = torch.randint(0, 256, (2, 3, 4), generator=gen, dtype=torch.uint8)
+        calls += [(([(a, 0.1, 3), (a[:, :1], 0.05, 128), (a[:, :2], 0.1, 3)], 0.1, 3, 1), {})]
+        calls += [(([(s8, 0.3, -1), (s8[:2], 1e-8, 5)], 0.2, 0, -2), {}), (([(s8, 0.3, -1)], 0.2, 0, 0), {})]
+        calls += [
+            (([], 0.1, 0, 0), {}),
+            (([(a, 0.1, 3), (s8, 0.1, 3)], 0.1, 3, 0), {}),
+            (([(a, 0.1, 3)], 0.1, 3, 5), {}),
+        ]
+    elif name == "qlinear_sigmoid":
+        a = torch.arange(0, 256, dtype=torch.int64).to(torch.uint8)
+        calls += [((a, 0.05, 128, 1 / 256, 0), {}), ((a, 0.3, 7, 0.001, 3), {}), ((s8, 0.1, -3, 1 / 255, -128), {})]
+        calls += [((a.float(), 0.1, 0, 0.1, 0), {}), ((a, 0.1, 300, 0.1, 0), {})]
     return calls
 
 
 ONNX_NAMES = (
+    "qlinear_sigmoid",
+    "qlinear_concat",
+    "qlinear_average_pool",
+    "qlinear_global_average_pool",
+    "qlinear_conv",
+    "conv_integer",
+    "qlinear_add",
     "quantize_linear",
     "dequantize_linear",
     "ort_pairs_saturate_here",
