@@ -19,7 +19,7 @@ Measured against onnxruntime 1.32.0 (``tests/test_onnx_conv.py``), with the sour
    https://github.com/microsoft/onnxruntime/blob/v1.32.0/onnxruntime/core/mlas/lib/convsym.cpp) or
    MLAS's quantized GEMM: on a CPU with AVX2 and no VNNI, uint8 codes times int8 weights add each
    pair of products ``(k, k + 1)``, k even, in saturating int16 (``vpmaddubsw``), as
-   :func:`qlib.mlas_gemm` models; with VNNI, or for any other pair of types, the sum is exact.
+   ``qlib.onnx_runtime.mlas_gemm`` models; with VNNI, or for any other pair of types, the sum is exact.
 2. The zero points' corrections in int32, then the int32 bias: ``sum (x - x_zero_point)(w -
    w_zero_point) + bias`` whenever no pair saturated. ``ConvInteger`` stops here.
 3. ``MlasRequantizeOutput`` (or the same steps inside ``MlasConvSym``'s kernel): ``float32(acc) *

@@ -17,7 +17,7 @@ A kernel that covers the whole input without padding takes the global path inste
 ``QLinearGlobalAveragePool`` always does (``MlasQLinearGlobalAveragePoolNchw`` in ``qlgavgpool.cpp``:
 https://github.com/microsoft/onnxruntime/blob/v1.32.0/onnxruntime/core/mlas/lib/qlgavgpool.cpp):
 the int32 sum of ``x - x_zero_point`` over the image, times ``x_scale / (y_scale * float(size))`` in
-float32, requantized as ``MlasRequantizeOutput`` does (:func:`qlib.onnx_runtime.requantize_output`).
+float32, requantized as ``MlasRequantizeOutput`` does (``qlib.onnx_runtime.requantize_output``).
 """
 
 from __future__ import annotations
