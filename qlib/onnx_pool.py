@@ -31,11 +31,11 @@ from qlib.numerics import float32
 from qlib.onnx_runtime import requantize_output
 from qlib.ranges import DTYPE_RANGES
 
-CODE_TYPES = (torch.uint8, torch.int8)
+POOL_CODE_TYPES = (torch.uint8, torch.int8)
 
 
 def _checked(x: object, x_zero_point: object, y_zero_point: object) -> tuple[torch.Tensor, int, int]:
-    if not isinstance(x, torch.Tensor) or x.dtype not in CODE_TYPES or x.dim() < 3:
+    if not isinstance(x, torch.Tensor) or x.dtype not in POOL_CODE_TYPES or x.dim() < 3:
         got = f"{x.dtype} of {x.dim()} dimensions" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"x must be uint8 or int8 codes [N, C, spatial...]; got {got}")
     qmin, qmax = DTYPE_RANGES[x.dtype]

@@ -35,8 +35,9 @@ Measured on x86 (AVX512-VNNI; ``tests/test_xnnpack.py``, against the delegate, o
   is a clamp node after it (``XNN/src/subgraph/binary.c``), with the bounds above.
 * Mean over H and W (``mean.dim([-1, -2], keepdim=True)``, XNNPACK's global average pooling, now a
   reduce, ``XNN/src/operators/reduce-nd.c``): the exact int32 sum of the ``N`` codes, then
-  ``nearbyint(float32(float32(sum) * s) + z)`` clamped, with ``s = float32(float32(s_x / s_y) *
-  float32(1.0f / N))`` and ``z = float32(zp_y - float32(float32(N * zp_x) * s))``: the zero point
+  ``nearbyint(float32(float32(sum) * s) + z)`` clamped, with
+  ``s = float32(float32(s_x / s_y) * float32(1.0f / N))`` and
+  ``z = float32(zp_y - float32(float32(N * zp_x) * s))``: the zero point
   added in float32 *before* rounding (the reference convert, ``XNN/src/reference/unary-elementwise.cc``),
   two float32 roundings, no fused multiply-add.
 * Max pooling: the largest code of each window (the quantizer gives it its input's scale and zero point).

@@ -22,15 +22,17 @@ from torch import nn
 
 executorch = pytest.importorskip("executorch")
 
+# The runtime's bare extension module: executorch.runtime would import executorch.exir too, which
+# costs three times torch's own import under emulation.
 RUN = """
 import sys
 import torch
-from executorch.runtime import Runtime
+from executorch.extension.pybindings import _C
 
 pte, x, etdump, debug = sys.argv[1:5]
-program = Runtime.get().load_program(pte, enable_etdump=True, debug_buffer_size=1 << 22)
-program.load_method("forward").execute([torch.load(x)])
-program.write_etdump_result_to_file(etdump, debug)
+module = _C._load_for_executorch(pte, enable_etdump=True, debug_buffer_size=1 << 22)
+module.forward([torch.load(x)])
+module.write_etdump_result_to_file(etdump, debug)
 """
 
 
