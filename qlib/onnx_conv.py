@@ -47,13 +47,12 @@ import torch
 
 from qlib import checks
 from qlib.numerics import float32, fma_float32, wrap_int32
-from qlib.onnx_runtime import mlas_gemm, ort_pairs_saturate_here, requantize_output
+from qlib.onnx_runtime import CODE_TYPES, mlas_gemm, ort_pairs_saturate_here, requantize_output
 from qlib.ranges import DTYPE_RANGES
 
-CODE_TYPES = (torch.uint8, torch.int8)
 
-
-def _codes(t: object, name: str) -> torch.Tensor:
+def _code_tensor(t: object, name: str) -> torch.Tensor:
+    """``t`` if it is a tensor of uint8 or int8 codes, of any rank (QLinearAdd broadcasts 0-d ones)."""
     if not isinstance(t, torch.Tensor) or t.is_quantized or t.dtype not in CODE_TYPES:
         got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
         raise TypeError(f"{name} must be a uint8 or int8 tensor of codes; got {got}")
@@ -160,7 +159,7 @@ def conv_integer(
     >>> conv_integer(x, torch.tensor([[[1, 3]]], dtype=torch.uint8), 10, 1, pads=[1, 0])
     tensor([[[ 0, 20, 40]]], dtype=torch.int32)
     """
-    x, w = _codes(x, "x"), _codes(w, "w")
+    x, w = _code_tensor(x, "x"), _code_tensor(w, "w")
     strides, pads, dilations, group = _conv_shape(x, w, strides, pads, dilations, group)
     zx = checks.zero_point_value(x_zero_point, *DTYPE_RANGES[x.dtype], "x_zero_point")
     zw = checks.zero_point_value(w_zero_point, *DTYPE_RANGES[w.dtype], "w_zero_point")
@@ -215,7 +214,7 @@ def qlinear_conv(
     >>> qlinear_conv(x, 0.1, 128, w, 0.5, 0, 0.2, 100, torch.tensor([5], dtype=torch.int32))
     tensor([[[ 99, 102]]], dtype=torch.uint8)
     """
-    x, w = _codes(x, "x"), _codes(w, "w")
+    x, w = _code_tensor(x, "x"), _code_tensor(w, "w")
     if x.dtype == torch.int8 and w.dtype != torch.int8:
         raise TypeError("ONNX Runtime's QLinearConv takes an int8 x with an int8 w only")
     strides, pads, dilations, group = _conv_shape(x, w, strides, pads, dilations, group)
@@ -286,7 +285,7 @@ def qlinear_add(
     >>> qlinear_add(a, 0.1, 100, b, 0.1, 100, 0.2, 100)  # 0 + 0, 3 + 2.9 = 5.9, ...
     tensor([100, 130, 255], dtype=torch.uint8)
     """
-    a, b = _codes(a, "a"), _codes(b, "b")
+    a, b = _code_tensor(a, "a"), _code_tensor(b, "b")
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have one dtype (QLinearAdd's T); got {a.dtype} and {b.dtype}")
     qmin, qmax = DTYPE_RANGES[a.dtype]

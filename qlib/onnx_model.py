@@ -313,7 +313,7 @@ def _clip(node: _Node) -> torch.Tensor:
     return x
 
 
-def _add(node: _Node) -> torch.Tensor:
+def _float_add(node: _Node) -> torch.Tensor:
     a, b = node.inputs[:2]
     if a.dtype != torch.float32 or b.dtype != torch.float32:
         raise ValueError("qlib runs a float32 Add only (an integer one is com.microsoft.QLinearAdd)")
@@ -343,7 +343,7 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("", "Identity"): (lambda node: node.inputs[0], True),
     ("", "Relu"): (_relu, False),
     ("", "Clip"): (_clip, False),
-    ("", "Add"): (_add, False),
+    ("", "Add"): (_float_add, False),
     ("", "Gemm"): (_gemm, False),
     ("", "MatMul"): (_matmul, False),
     ("", "Conv"): (_conv, False),
@@ -374,7 +374,7 @@ def _attributes(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _qparams(op: tuple[str, str], node, values: dict) -> tuple[object, object] | None:
+def _node_qparams(op: tuple[str, str], node, values: dict) -> tuple[object, object] | None:
     """The scale and zero point of an integer node's output codes, from its inputs (None for other nodes)."""
     names = list(node.input)
     where = {
@@ -475,7 +475,7 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
         values[name] = out
         if moves_codes and node.input[0] in qparams and not out.is_floating_point():
             qparams[name] = qparams[node.input[0]]
-        elif not out.is_floating_point() and (found := _qparams(op, node, values)) is not None:
+        elif not out.is_floating_point() and (found := _node_qparams(op, node, values)) is not None:
             qparams[name] = found
         scale, zero_point = qparams.get(name, (None, None))
         result.activations[name] = Activation(name, node.op_type, out, scale, zero_point)  # type: ignore[arg-type]

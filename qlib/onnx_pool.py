@@ -72,7 +72,7 @@ def qlinear_global_average_pool(
     return out.view(*x.shape[:2], *[1] * (x.dim() - 2))
 
 
-def _output_size(size: int, kernel: int, stride: int, head: int, tail: int, ceil_mode: bool) -> int:
+def _pool_output_size(size: int, kernel: int, stride: int, head: int, tail: int, ceil_mode: bool) -> int:
     span = size + head + tail - kernel
     if not ceil_mode:
         return span // stride + 1
@@ -122,8 +122,8 @@ def qlinear_average_pool(
     sy = torch.tensor(float32(checks.scale_value(y_scale, "y_scale")))
     values = (x.long() - zx).float() * sx
     h, w = x.shape[2:]
-    out_h = _output_size(h, kernel[0], strides[0], pads[0], pads[2], ceil_mode)
-    out_w = _output_size(w, kernel[1], strides[1], pads[1], pads[3], ceil_mode)
+    out_h = _pool_output_size(h, kernel[0], strides[0], pads[0], pads[2], ceil_mode)
+    out_w = _pool_output_size(w, kernel[1], strides[1], pads[1], pads[3], ceil_mode)
     y = torch.empty(*x.shape[:2], out_h, out_w)
     for i in range(out_h):
         top = i * strides[0] - pads[0]
