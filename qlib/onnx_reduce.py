@@ -76,7 +76,9 @@ def reduce_mean(x: torch.Tensor, axes: list[int], keepdims: bool = True, *, misa
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
         raise TypeError(f"reduce_mean takes a float32 tensor; got {getattr(x, 'dtype', type(x).__name__)}")
     if misalignment not in (0, 4, 8, 12):
-        raise ValueError(f"misalignment is a float's byte offset from a 16-byte boundary: 0, 4, 8 or 12; got {misalignment}")
+        raise ValueError(
+            f"misalignment is a float's byte offset from a 16-byte boundary: 0, 4, 8 or 12; got {misalignment}"
+        )
     rank = x.dim()
     reduced = sorted({int(a) % rank for a in axes}) if rank else []
     if not reduced or any(a < -rank or a >= rank for a in axes) or reduced != list(range(rank - len(reduced), rank)):

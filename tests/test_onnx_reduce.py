@@ -91,7 +91,9 @@ def test_other_orders_differ():
     rng = np.random.default_rng(0)
     shape, axes = [64, 1, 14, 14], [2, 3]
     x = placed(nasty(rng, shape, False), 4)
-    session = ort.InferenceSession(reduce_mean_model(shape, axes, True).SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        reduce_mean_model(shape, axes, True).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     theirs = torch.from_numpy(session.run(None, {"x": x})[0])
     t = torch.from_numpy(x.copy())
     assert_same_bits(reduce_mean(t, axes, misalignment=4), theirs)
