@@ -9,17 +9,19 @@ ORT's CPU provider reduces trailing axes row by row (``FastReduceKR``): each row
 division (``ReduceAggregatorMean`` in
 https://github.com/microsoft/onnxruntime/blob/v1.32.0/onnxruntime/core/providers/cpu/reduction/reduction_ops.h).
 Eigen's vectorized sum (``redux_impl`` for ``LinearVectorizedTraversal`` in
-https://gitlab.com/libeigen/eigen/-/blob/3.4.0/Eigen/src/Core/Redux.h) starts at the row's first
-element on a 16-byte boundary, since ORT's x86-64 build compiles Eigen for SSE (packets of 4 floats,
-on every CPU: the same sums under ``qemu-x86_64 -cpu Haswell``). From there it keeps two packets of
-4 lanes, adds the row's packets to them alternately, adds the two, and one packet more if one is
-left; it reduces the 4 lanes as ``(l0 + l2) + (l1 + l3)`` (SSE's ``predux``), then adds the
-elements before the boundary, then those after the last whole packet, one by one. A row too short
-for one packet is summed left to right. Measured against onnxruntime 1.32.0 in
+https://gitlab.com/libeigen/eigen/-/blob/3.4.0/Eigen/src/Core/Redux.h) runs in ORT's x86-64 wheel
+on SSE packets of 4 floats, on every CPU (measured: the same sums on an AVX-512 CPU and under
+``qemu-x86_64 -cpu Haswell``; packets of 8 or 16 do not match). It starts at the row's first
+element on a 16-byte boundary, keeps two packets, adds the row's packets to them alternately, adds
+the two, and one packet more if one is left; it reduces the 4 lanes as ``(l0 + l2) + (l1 + l3)``
+(``predux<Packet4f>`` in
+https://gitlab.com/libeigen/eigen/-/blob/3.4.0/Eigen/src/Core/arch/SSE/PacketMath.h), then adds
+the elements before the boundary, then those after the last whole packet, one by one. A row too
+short for one packet is summed left to right. Measured against onnxruntime 1.32.0 in
 ``tests/test_onnx_reduce.py``; rows are summed on different threads but each by one, so the thread
 count changes nothing.
 
-Where a row starts depends on memory: ORT's own buffers (a node's output) start on a 64-byte
+Where a row starts depends on memory: ORT's own buffers (a node's output) start on a 16-byte
 boundary, but a graph input runs from the caller's buffer (a NumPy array is not copied), which
 ``misalignment`` describes.
 """
