@@ -393,6 +393,27 @@ def test_reduce_mean_of_a_graph_input(misalignment):
     assert_same_bits(qlib.run(model, {"x": x}).returned.codes, theirs, "the array by name")
 
 
+def test_reduce_mean_forms():
+    """ReduceMean's axes as an attribute (before opset 18) or absent (every axis), and noop_with_empty_axes."""
+    helper = onnx.helper
+    x = np.random.default_rng(1).standard_normal((2, 3, 5)).astype(np.float32) * 1e4
+    x_info = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 5])
+    y_info = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    forms = [
+        (13, {"axes": [-1], "keepdims": 0}),
+        (13, {}),
+        (20, {"keepdims": 0}),
+        (20, {"noop_with_empty_axes": 1}),
+    ]
+    for opset, attrs in forms:
+        node = helper.make_node("ReduceMean", ["x"], ["y"], **attrs)
+        graph = helper.make_graph([node], "mean", [x_info], [y_info])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        theirs = torch.from_numpy(session.run(None, {"x": x})[0])
+        assert_same_bits(qlib.run(model, torch.from_numpy(x)).returned.codes, theirs, f"opset {opset} {attrs}")
+
+
 # An AVX2-only CPU, emulated: the graph ORT optimizes there, its node outputs and its output, against qlib's run of
 # that graph with pairs_saturate=True
 
