@@ -14,9 +14,9 @@ with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime``, 
 torch, and float nodes in float32 as ORT computes them: a ``Gemm``, ``MatMul`` or ``Conv`` as MLAS
 does, through ``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest,
 as ``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
-``Conv``'s bias after), and a ``ReduceMean`` over trailing axes (a global average pool) as Eigen
+``Conv``'s bias after), a ``ReduceMean`` over trailing axes (a global average pool) as Eigen
 sums it, through ``qlib.onnx_reduce`` (from the caller's buffer when it reads a graph input, as ORT
-does). Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
+does), and a float ``AveragePool`` through ``qlib.onnx_float_pool``. Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
 float products are modelled on one thread (the limit ``qlib.onnx_sgemm`` states), and a float
 convolution for outputs small enough for one im2col buffer.
 """
@@ -33,6 +33,7 @@ import torch
 
 from qlib.integer_model import Activation, Run
 from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
+from qlib.onnx_float_pool import average_pool
 from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
 from qlib.onnx_reduce import reduce_mean
@@ -324,6 +325,20 @@ def _add(node: _Node) -> torch.Tensor:
     return a + b
 
 
+def _average_pool(node: _Node) -> torch.Tensor:
+    x, attrs = node.inputs[0], node.attrs
+    if x.dtype != torch.float32 or x.dim() != 4:
+        raise ValueError(f"qlib runs a float32 2-d AveragePool only; got {x.dtype}, {x.dim()}-d")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID") or attrs.get("ceil_mode", 0):
+        raise ValueError("qlib runs AveragePool with explicit pads and ceil_mode=0 only")
+    if any(d != 1 for d in _ints(attrs.get("dilations")) or []):
+        raise ValueError(f"qlib runs AveragePool without dilations; got {attrs['dilations']}")
+    return average_pool(
+        x, _ints(attrs["kernel_shape"]) or [], _ints(attrs.get("strides")), _ints(attrs.get("pads")),
+        bool(attrs.get("count_include_pad", 0)),
+    )  # fmt: skip
+
+
 def _reduce_mean(node: _Node) -> torch.Tensor:
     x, axes = (node.inputs + [None])[:2]
     if x.dtype != torch.float32:
@@ -361,6 +376,7 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("", "Clip"): (_clip, False),
     ("", "Add"): (_add, False),
     ("", "ReduceMean"): (_reduce_mean, False),
+    ("", "AveragePool"): (_average_pool, False),
     ("", "Gemm"): (_gemm, False),
     ("", "MatMul"): (_matmul, False),
     ("", "Conv"): (_conv, False),
