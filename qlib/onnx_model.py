@@ -11,10 +11,12 @@ convolutions to channels-last layout (``com.microsoft`` ``QLinearConv`` with ``c
 with ``optimized_model_filepath``, which writes the graph it will run) and runs its nodes in order
 with qlib: every integer node through ``qlib.onnx_qdq``, ``qlib.onnx_runtime``, ``qlib.onnx_conv``,
 ``qlib.onnx_pool`` and ``qlib.onnx_tables``, nodes that only move codes (``Transpose``, ``Reshape``, ``MaxPool``...) in
-torch, and float nodes in float32 as MLAS computes them: a ``Gemm``, ``MatMul`` or ``Conv`` through
-``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest, as
-``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
-``Conv``'s bias after). Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
+torch, and float nodes in float32 as ORT computes them: a ``Gemm``, ``MatMul`` or ``Conv`` as MLAS
+does, through ``qlib.onnx_sgemm`` (a ``Conv`` unfolded channel by channel, kernel position fastest,
+as ``MlasConv`` does; the ``Gemm``'s bias or ``FusedConv``'s ``Sum`` input before the products, the
+``Conv``'s bias after), a ``ReduceMean`` over trailing axes (a global average pool) as Eigen
+sums it, through ``qlib.onnx_reduce`` (from the caller's buffer when it reads a graph input, as ORT
+does), and a float ``AveragePool`` through ``qlib.onnx_float_pool``. Measured on the models of ``tests/test_onnx_model.py`` and on single nodes;
 float products are modelled on one thread (the limit ``qlib.onnx_sgemm`` states), and a float
 convolution for outputs small enough for one im2col buffer.
 """
@@ -31,8 +33,10 @@ import torch
 
 from qlib.integer_model import Activation, Run
 from qlib.onnx_conv import conv_integer, qlinear_add, qlinear_conv
+from qlib.onnx_float_pool import average_pool
 from qlib.onnx_pool import qlinear_average_pool, qlinear_global_average_pool
 from qlib.onnx_qdq import dequantize_linear, quantize_linear
+from qlib.onnx_reduce import reduce_mean
 from qlib.onnx_runtime import matmul_integer, qgemm, qlinear_matmul
 from qlib.onnx_sgemm import sgemm
 from qlib.onnx_tables import qlinear_concat, qlinear_sigmoid
@@ -49,6 +53,7 @@ class _Node:
     attrs: dict
     pairs_saturate: bool | None
     constant: tuple[bool, ...] = ()  # which inputs are initializers (ORT packs a constant matrix ahead)
+    misalignment: int = 0  # input 0's byte offset from a 16-byte boundary: a graph input's, else 0
 
 
 def optimized_model(model: Any) -> Any:
@@ -320,6 +325,32 @@ def _float_add(node: _Node) -> torch.Tensor:
     return a + b
 
 
+def _average_pool(node: _Node) -> torch.Tensor:
+    x, attrs = node.inputs[0], node.attrs
+    if x.dtype != torch.float32 or x.dim() != 4:
+        raise ValueError(f"qlib runs a float32 2-d AveragePool only; got {x.dtype}, {x.dim()}-d")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID") or attrs.get("ceil_mode", 0):
+        raise ValueError("qlib runs AveragePool with explicit pads and ceil_mode=0 only")
+    if any(d != 1 for d in _ints(attrs.get("dilations")) or []):
+        raise ValueError(f"qlib runs AveragePool without dilations; got {attrs['dilations']}")
+    return average_pool(
+        x, _ints(attrs["kernel_shape"]) or [], _ints(attrs.get("strides")), _ints(attrs.get("pads")),
+        bool(attrs.get("count_include_pad", 0)),
+    )  # fmt: skip
+
+
+def _reduce_mean(node: _Node) -> torch.Tensor:
+    x, axes = (node.inputs + [None])[:2]
+    if x.dtype != torch.float32:
+        raise ValueError(f"qlib runs a float32 ReduceMean only; got {x.dtype}")
+    axes = _ints(node.attrs.get("axes")) if axes is None else [int(a) for a in axes]  # an attribute before opset 18
+    if not axes:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(x.dim()))
+    return reduce_mean(x, axes, bool(node.attrs.get("keepdims", 1)), misalignment=node.misalignment)
+
+
 # (domain, op type) -> handler; "moves codes": the output keeps input 0's scale and zero point
 HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = {
     ("", "QuantizeLinear"): (_quantize, False),
@@ -344,6 +375,8 @@ HANDLERS: dict[tuple[str, str], tuple[Callable[[_Node], torch.Tensor], bool]] = 
     ("", "Relu"): (_relu, False),
     ("", "Clip"): (_clip, False),
     ("", "Add"): (_float_add, False),
+    ("", "ReduceMean"): (_reduce_mean, False),
+    ("", "AveragePool"): (_average_pool, False),
     ("", "Gemm"): (_gemm, False),
     ("", "MatMul"): (_matmul, False),
     ("", "Conv"): (_conv, False),
@@ -396,7 +429,16 @@ def _node_qparams(op: tuple[str, str], node, values: dict) -> tuple[object, obje
     return scale, zero_point
 
 
-def _inputs_by_name(graph, x: object) -> dict[str, torch.Tensor]:
+def _misalignment(value: object) -> int:
+    """Where the caller's buffer starts past a 16-byte boundary: ORT runs a graph input from it, uncopied."""
+    if isinstance(value, torch.Tensor):
+        return value.data_ptr() % 16 if value.is_contiguous() else 0
+    data = getattr(getattr(value, "ctypes", None), "data", None)
+    return data % 16 if isinstance(data, int) else 0
+
+
+def _inputs_by_name(graph, x: object) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """The graph inputs as tensors, and each caller's buffer's offset from a 16-byte boundary."""
     initializers = {init.name for init in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initializers]
     if isinstance(x, dict):
@@ -412,7 +454,7 @@ def _inputs_by_name(graph, x: object) -> dict[str, torch.Tensor]:
     for name in names:
         value = given[name]
         out[name] = value.detach().contiguous() if isinstance(value, torch.Tensor) else _tensor(value)
-    return out
+    return out, {name: _misalignment(given[name]) for name in names}
 
 
 def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optimize: bool = True) -> Run:
@@ -451,7 +493,8 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
         init.name: _tensor(onnx.numpy_helper.to_array(init)) for init in graph.initializer
     }
     initializers = set(values)
-    values.update(_inputs_by_name(graph, x))
+    inputs_given, misalignments = _inputs_by_name(graph, x)
+    values.update(inputs_given)
     qparams: dict[str, tuple[object, object]] = {}
     result = Run()
     for node in graph.node:
@@ -468,7 +511,8 @@ def run_onnx(model: Any, x: object, *, pairs_saturate: bool | None = None, optim
         inputs = [values[name] if name else None for name in node.input]
         constant = tuple(name in initializers for name in node.input)
         try:
-            out = handler(_Node(inputs, _attributes(node), pairs_saturate, constant))
+            misalignment = misalignments.get(node.input[0], 0) if node.input else 0
+            out = handler(_Node(inputs, _attributes(node), pairs_saturate, constant, misalignment))
         except Exception as error:
             raise type(error)(f"qlib.run: ONNX node {node.name!r} ({node.op_type}): {error}") from error
         name = node.output[0]
