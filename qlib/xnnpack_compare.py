@@ -470,19 +470,22 @@ class XnnpackExplanation:
     cause: str
 
     def __str__(self) -> str:
-        z = self.zero_point
+        sign = "-" if self.bias_q < 0 else "+"
+        xnnpack = f"({self.acc} {sign} {abs(self.bias_q)}) * {self.multiplier:.6g}"  # its last bits follow s_y's
+        width = max(len(xnnpack), len("y * (1 / s_y)"))
         lines = [
-            f"reference  y * (1 / s_y) = {self.reference_value:.5f}, + {z} -> {self.reference_code}",
-            f"XNNPACK    ({self.acc} + {self.bias_q}) * {self.multiplier:.7g} = {self.xnnpack_value:.5f}, "
-            f"+ {z} -> {self.xnnpack_code}",
+            f"reference  {'y * (1 / s_y)':{width}} = {self.reference_value:.5f} -> code {self.reference_code}",
+            f"XNNPACK    {xnnpack:{width}} = {self.xnnpack_value:.5f} -> code {self.xnnpack_code}",
         ]
         if self.cause.startswith("tie"):
-            tie = min(self.reference_code, self.xnnpack_code) - z + 0.5
+            tie = min(self.reference_code, self.xnnpack_code) - self.zero_point + 0.5
             lines.append(
-                f"a tie at {tie:g}: reference {self.reference_value - tie:+.5f}, XNNPACK {self.xnnpack_value - tie:+.5f}"
+                f"a tie at {tie:g} (zero point {self.zero_point}): reference {self.reference_value - tie:+.5f}, "
+                f"XNNPACK {self.xnnpack_value - tie:+.5f}"
             )
-            lines.append(f"moved across by: {_PART_WORDS[self.cause.removeprefix('tie: ')]}"
-                         f" (the float bias is {self.bias_steps:.4f} steps)")  # fmt: skip
+            part = self.cause.removeprefix("tie: ")
+            detail = f" ({self.bias_q} for {self.bias_steps:.4f} accumulator steps)" if part == "bias" else ""
+            lines.append(f"moved across by: {_PART_WORDS[part]}{detail}")
         else:
             lines.append(f"cause: {self.cause}")
         return "\n".join(lines)
@@ -529,10 +532,10 @@ def explain_xnnpack(
 
     >>> x, w = torch.tensor([[1]], dtype=torch.int8), torch.tensor([[1]], dtype=torch.int8)
     >>> print(explain_xnnpack(x, 0.5, 0, w, 0.5, torch.tensor([0.3]), 1.0, 0, (0, 0)))
-    reference  y * (1 / s_y) = 0.55000, + 0 -> 1
-    XNNPACK    (1 + 1) * 0.25 = 0.50000, + 0 -> 0
-    a tie at 0.5: reference +0.05000, XNNPACK +0.00000
-    moved across by: the bias rounded to int32 (the float bias is 1.2000 steps)
+    reference  y * (1 / s_y)  = 0.55000 -> code 1
+    XNNPACK    (1 + 1) * 0.25 = 0.50000 -> code 0
+    a tie at 0.5 (zero point 0): reference +0.05000, XNNPACK +0.00000
+    moved across by: the bias rounded to int32 (1 for 1.2000 accumulator steps)
     """
     conv = isinstance(weight, torch.Tensor) and weight.dim() == 4
     kwargs = {"output_min": output_min, "output_max": output_max}
