@@ -17,8 +17,11 @@ it counts the codes where the reference and XNNPACK differ, and names a cause fo
   bias in place of the int32 ``b_q`` XNNPACK gives the reference's code), ``multiplier`` (with
   ``s_x * s_w / s_y`` exact in place of the float32 ``M``), or ``accumulation`` (the exact sum, which
   XNNPACK has, rounds to XNNPACK's code: the reference's float32 sums moved it); ``combined`` when
-  none does alone. For a mean the parts are ``accumulation`` and ``scale`` (XNNPACK's float32 scale,
-  its zero point added before rounding); for an add, ``accumulation`` and ``fixed point``;
+  none does alone. For a mean: ``zero point`` (XNNPACK's own value, rounded with the zero point
+  after, as PT2E does, gives the reference's code), ``scale`` (the exact mean, rounded as XNNPACK
+  rounds, gives it: its float32 scale moved it) or ``accumulation``; for an add: ``half up`` (its
+  value rounded half to even gives the reference's code), ``fixed point`` (its multipliers) or
+  ``accumulation``;
 * ``other``: neither (not seen on the book's models; shown, never hidden).
 
 A delegate's own codes, when given, are compared with qlib's XNNPACK codes at every step.
@@ -377,6 +380,7 @@ def _bits_differ(a: torch.Tensor, b: torch.Tensor) -> int:
 
 
 def _delegate_codes(delegate, names, codes) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The delegate's codes by step name, and its float outputs, each checked against the steps."""
     if delegate is None:
         return {}, []
     if isinstance(delegate, torch.Tensor):
@@ -387,16 +391,23 @@ def _delegate_codes(delegate, names, codes) -> tuple[dict[str, torch.Tensor], li
             raise ValueError(f"delegate names steps the graph does not have: {unknown}; its steps are {names}")
         out = delegate.get("output")
         outputs = [] if out is None else (list(out) if isinstance(out, (list, tuple)) else [out])
-        return {k: v for k, v in delegate.items() if k != "output"}, outputs
-    ints = [t for t in delegate if not t.is_floating_point()]
-    if len(ints) > len(names):
-        raise ValueError(f"delegate gives {len(ints)} int8 tensors; the graph has {len(names)} steps")
-    for i, (t, ours) in enumerate(zip(ints, codes, strict=False)):
-        if t.numel() != ours.numel():
+        by_name = {k: v for k, v in delegate.items() if k != "output"}
+    else:
+        items = list(delegate)
+        if not all(isinstance(t, torch.Tensor) for t in items):
+            raise TypeError("delegate must be a dict of tensors by step name, or a sequence of tensors")
+        ints = [t for t in items if not t.is_floating_point()]
+        if len(ints) > len(names):
+            raise ValueError(f"delegate gives {len(ints)} int8 tensors; the graph has {len(names)} steps")
+        by_name, outputs = dict(zip(names, ints, strict=False)), [t for t in items if t.is_floating_point()]
+    ours = dict(zip(names, codes, strict=True))
+    for name, t in by_name.items():
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.numel() != ours[name].numel():
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(
-                f"the delegate's int8 tensor {i} has {t.numel()} codes; step {names[i]} has {ours.numel()}"
+                f"the delegate's codes of step {name} must be int8 with {ours[name].numel()} codes; got {got}"
             )
-    return dict(zip(names, ints, strict=False)), [t for t in delegate if t.is_floating_point()]
+    return by_name, outputs
 
 
 def _step(name, node, codes, kept, local, delegate, tie_within) -> XnnpackStep:

@@ -261,8 +261,10 @@ def test_errors(cnn):
         qlib.compare_xnnpack(graph, images, tie_within=0.5)
     with pytest.raises(ValueError, match="names steps the graph does not have"):
         qlib.compare_xnnpack(graph, images, {"nothing": torch.zeros(1, dtype=torch.int8)})
-    with pytest.raises(ValueError, match="codes; step"):
+    with pytest.raises(ValueError, match="codes of step x must be int8 with 7744 codes"):
         qlib.compare_xnnpack(graph, images, [torch.zeros(3, dtype=torch.int8)])
+    with pytest.raises(ValueError, match="codes of step conv must be int8"):
+        qlib.compare_xnnpack(graph, images, {"conv": torch.zeros(64, 4, 9, 9)})
     x = torch.tensor([[1]], dtype=torch.int8)
     with pytest.raises(ValueError, match="index must name one output"):
         qlib.explain_xnnpack(x, 0.5, 0, x, 0.5, None, 1.0, 0, (0, 1))
