@@ -12,7 +12,7 @@ of another module; ``tests/test_layers.py`` holds them to this map::
     1 primitives  quant dequant qparams fake_quant pt2e_ops torchao_primitives onnx_qdq
     2 observers   observers histogram qat
     3 operators   elementwise_kernels onednn quantized_linear quantized_conv quantized_add dynamic activations pooling functional batchnorm llm_weights onnx_runtime onnx_conv onnx_pool onnx_float_pool onnx_reduce onnx_sgemm onnx_tables xnnpack
-    4 tools       xnnpack_graph integer_model onnx_model mismatch layer_mismatch probing testing standalone
+    4 tools       xnnpack_graph integer_model xnnpack_compare onnx_model mismatch layer_mismatch probing testing standalone
 
 floor: float32 rounding, the fused multiply-add, integer bounds, dtype ranges,
 argument checks, the torch release, counts in words. primitives: one tensor to codes and back.
@@ -87,6 +87,7 @@ from qlib.xnnpack import (
     xnnpack_mean,
     xnnpack_quantize,
 )
+from qlib.xnnpack_compare import compare_xnnpack, explain_xnnpack
 
 __all__ = [
     # 0 floor
@@ -182,8 +183,10 @@ __all__ = [
     "Row",
     "Run",
     "compare",
+    "compare_xnnpack",
     "explain",
     "explain_layer",
+    "explain_xnnpack",
     "probe",
     "run",
 ]

@@ -66,6 +66,36 @@ DRIVER = textwrap.dedent(
         return float_model, tq.convert(prepared), torch.randn(2, 3, 6, 6)
 
 
+    def small_pt2e(seed, spread):
+        # a convert_pt2e-shaped graph, written by hand (no executorch here): a per-channel conv + ReLU, then a mean
+        import torch.ao.quantization.fx._decomposed  # noqa: F401  (PT2E's q/dq ops)
+        from torch import nn
+
+        Q = torch.ops.quantized_decomposed
+        gen = torch.Generator().manual_seed(seed)
+        fixed = lambda t: nn.Parameter(t, requires_grad=False)  # noqa: E731
+
+        class Graph(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = fixed(torch.randint(-127, 128, (6, 3, 3, 3), generator=gen, dtype=torch.int8))
+                self.s = fixed(torch.rand(6, generator=gen) * 0.01 + 1e-3)
+                self.zp = fixed(torch.zeros(6, dtype=torch.int64))
+                self.b = fixed(torch.randn(6, generator=gen))
+
+            def forward(self, x):
+                q = Q.quantize_per_tensor(x, 0.03, -3, -128, 127, torch.int8)
+                d = Q.dequantize_per_tensor(q, 0.03, -3, -128, 127, torch.int8)
+                w = Q.dequantize_per_channel(self.w, self.s, self.zp, 0, -127, 127, torch.int8)
+                y = torch.relu(nn.functional.conv2d(d, w, self.b, 1, 1))
+                q = Q.quantize_per_tensor(y, 0.0131, -128, -128, 127, torch.int8)
+                d = Q.dequantize_per_tensor(q, 0.0131, -128, -128, 127, torch.int8)
+                q = Q.quantize_per_tensor(torch.mean(d, [-1, -2], keepdim=True), 0.0057, -101, -128, 127, torch.int8)
+                return Q.dequantize_per_tensor(q, 0.0057, -101, -128, 127, torch.int8)
+
+        return torch.fx.symbolic_trace(Graph()), torch.randn(16, 3, 8, 8, generator=gen) * spread
+
+
     def run(module, operations):
         results = []
         for kind, name, args, kwargs, batches in operations:
@@ -80,6 +110,9 @@ DRIVER = textwrap.dedent(
                 elif kind == "model":  # run or compare on a small converted model built from a seed
                     float_model, model, x = small_model(*args)
                     result = getattr(module, name)(*((float_model, model, x) if name == "compare" else (model, x)), **kwargs)
+                elif kind == "pt2e":  # compare_xnnpack on a hand-written PT2E graph built from a seed
+                    graph, x = small_pt2e(*args)
+                    result = getattr(module, name)(graph, x, **kwargs)
                 elif kind == "grad":  # the result and the gradients of every tensor argument that wants one
                     args = [a.clone().requires_grad_() if want else a for a, want in zip(args, batches[1])]
                     result = getattr(module, name)(*args, **kwargs)
@@ -394,6 +427,27 @@ def operations(name: str) -> list[tuple]:
         for saturate in (True, False):
             ops.append(("model", name, (5,), {"pairs_saturate": saturate}, []))
         ops.append(("model", name, (6, True), {}, []))  # an Upsample: not modelled
+    elif name == "compare_xnnpack":
+        for seed, spread in ((1, 1.0), (2, 4.0), (3, 0.3)):
+            ops.append(("pt2e", name, (seed, spread), {}, []))
+        ops.append(("pt2e", name, (4, 2.0), {"tie_within": 0.2}, []))
+        ops.append(("pt2e", name, (4, 2.0), {"tie_within": 0.7}, []))
+    elif name == "explain_xnnpack":
+        gen = torch.Generator().manual_seed(31)
+        x8 = torch.randint(-128, 128, (5, 33), generator=gen, dtype=torch.int8)
+        w8 = torch.randint(-127, 128, (7, 33), generator=gen, dtype=torch.int8)
+        img = torch.randint(-128, 128, (2, 4, 6, 5), generator=gen, dtype=torch.int8)
+        kernel = torch.randint(-127, 128, (6, 4, 3, 3), generator=gen, dtype=torch.int8)
+        scales, bias = torch.rand(7, generator=gen) * 0.01 + 1e-3, torch.randn(7, generator=gen)
+        one = torch.tensor([[1]], dtype=torch.int8)
+        call(one, 0.5, 0, one, 0.5, torch.tensor([0.3]), 1.0, 0, (0, 0))  # a tie the int32 bias moves across
+        for index in ((0, 0), (4, 6), (2, -1)):
+            call(x8, 0.02, -1, w8, scales, bias, 0.07, 9, index)
+            call(x8, 0.02, 5, w8, 0.003, bias, 0.01, -128, index, output_min=0.0)
+        call(img, 0.05, 3, kernel, scales[:6], bias[:6], 0.2, -7, (1, 5, 2, 3), padding=1)
+        call(img, 0.05, 3, kernel, 0.01, None, 0.2, 1, (0, 0, 0, 0), stride=2, output_min=0.0, output_max=6.0)
+        call(x8, 0.02, -1, w8, scales, bias, 0.07, 9, (5, 0))
+        call(x8.float(), 0.02, -1, w8, scales, bias, 0.07, 9, (0, 0))
     elif name == "Activation":
         call("fc", "Linear", torch.tensor([3, 200], dtype=torch.uint8), 0.1, 7)
     elif name == "Run":
