@@ -35,6 +35,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 
@@ -62,12 +63,13 @@ class _Torch(torch.fx.Interpreter):
 
     def __init__(self, model: torch.fx.GraphModule, feed: Mapping[torch.fx.Node, torch.Tensor] | None = None):
         super().__init__(model, garbage_collect_values=False)
-        self.feed, self.kept = feed, {}
+        self.feed = feed
+        self.kept: dict[torch.fx.Node, tuple[torch.Tensor, object]] = {}
 
     def run_node(self, n: torch.fx.Node) -> object:
         out = super().run_node(n)
-        if _is_quantize(n) and isinstance(self.env[n.args[0]], torch.Tensor):
-            self.kept[n] = (self.env[n.args[0]], out)
+        if _is_quantize(n) and isinstance(self.env[cast(torch.fx.Node, n.args[0])], torch.Tensor):
+            self.kept[n] = (self.env[cast(torch.fx.Node, n.args[0])], out)
             if self.feed is not None and n in self.feed:
                 return self.feed[n]
         return out
@@ -187,10 +189,11 @@ def _op_of(node: torch.fx.Node) -> tuple[torch.fx.Node | None, str]:
 def _step_names(nodes: list[torch.fx.Node]) -> list[str]:
     """A step is named after the module its op ran in (``conv``), else the op's node (``flatten``), else the
     input it converts (``x``); a name met again gets ``#2``, ``#3``..."""
-    names, seen = [], Counter()
+    names: list[str] = []
+    seen: Counter[str] = Counter()
     for node in nodes:
         op, _ = _op_of(node)
-        source = op if op is not None else node.args[0]
+        source: Any = op if op is not None else node.args[0]
         stack = source.meta.get("nn_module_stack") or {}
         path = list(stack.values())[-1][0] if stack else ""
         name = path or source.name
@@ -199,7 +202,7 @@ def _step_names(nodes: list[torch.fx.Node]) -> list[str]:
     return names
 
 
-def _gemm_parts(op: torch.fx.Node, env: dict, scale: float) -> dict[str, torch.Tensor]:
+def _gemm_parts(op: Any, env: dict, scale: float) -> dict[str, torch.Tensor]:
     """XNNPACK's value before rounding, and the three counterfactual ones, for every output of a Linear or conv."""
     dq_x, dq_w = op.args[0], op.args[1]
     value = lambda a: env[a] if isinstance(a, torch.fx.Node) else a  # noqa: E731
@@ -243,7 +246,7 @@ def _gemm_values(x, s_x, z_x, w, s_w, bias, scale, conv_args=None) -> dict[str, 
     }
 
 
-def _mean_parts(op: torch.fx.Node, env: dict, scale: float, zero_point: int) -> dict[str, torch.Tensor]:
+def _mean_parts(op: Any, env: dict, scale: float, zero_point: int) -> dict[str, torch.Tensor]:
     dq = op.args[0]
     x, s_x, z_x = env[dq.args[0]], float32(dq.args[1]), int(dq.args[2])
     n = x.shape[2] * x.shape[3]
@@ -255,7 +258,7 @@ def _mean_parts(op: torch.fx.Node, env: dict, scale: float, zero_point: int) -> 
     return {"xnnpack": xnn.double() - zero_point, "exact": exact}  # before the zero point, as the others
 
 
-def _add_parts(op: torch.fx.Node, env: dict, scale: float) -> dict[str, torch.Tensor]:
+def _add_parts(op: Any, env: dict, scale: float) -> dict[str, torch.Tensor]:
     a_dq, b_dq = op.args[0], op.args[1]
     a, s_a, z_a = env[a_dq.args[0]], float32(a_dq.args[1]), int(a_dq.args[2])
     b, s_b, z_b = env[b_dq.args[0]], float32(b_dq.args[1]), int(b_dq.args[2])
@@ -551,7 +554,7 @@ def explain_xnnpack(
     conv = isinstance(weight, torch.Tensor) and weight.dim() == 4
     kwargs = {"output_min": output_min, "output_max": output_max}
     if conv:
-        conv_args = [stride, padding, dilation, groups]
+        conv_args: list[Any] | None = [stride, padding, dilation, groups]
         codes = xnnpack_conv2d(x, x_scale, x_zero_point, weight, weight_scale, bias, scale, zero_point,
                                stride=stride, padding=padding, dilation=dilation, groups=groups, **kwargs)  # fmt: skip
     else:
@@ -567,7 +570,10 @@ def explain_xnnpack(
         dequantize_pt2e(weight, weight_scale, None, axis=0) if per_channel else dequantize_pt2e(weight, weight_scale, 0)
     )
     b = None if bias is None else bias.float()
-    y = torch.nn.functional.conv2d(x_dq, w_dq, b, *conv_args) if conv else torch.nn.functional.linear(x_dq, w_dq, b)
+    if conv_args is not None:
+        y = torch.nn.functional.conv2d(x_dq, w_dq, b, *conv_args)
+    else:
+        y = torch.nn.functional.linear(x_dq, w_dq, b)
     y = y.clamp(output_min, output_max)
     v_ref = float((y * torch.tensor(1.0 / scale, dtype=torch.float32))[index])
     ref_code = int(min(max(round(v_ref) + zero_point, -128), 127))  # round: half to even, as torch.round
