@@ -81,7 +81,6 @@ def conv_attrs(group, kernel, strides, pads, dilations) -> dict:
     return {"group": group, "kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations}
 
 
-@pytest.mark.cpu_kind
 @settings(max_examples=examples(150), deadline=None)
 @given(
     case=conv_cases(),
@@ -169,7 +168,6 @@ def test_qlinear_conv_multiplier_and_ties(channels):
             assert theirs[0, 0, 0].astype(int).tolist() == [min(255, 129 + int(np.rint(t / 2))) for t in targets]
 
 
-@pytest.mark.cpu_kind
 @settings(max_examples=examples(100), deadline=None)
 @given(
     case=conv_cases(),

@@ -278,7 +278,6 @@ def ort_side(models):
     return sides
 
 
-@pytest.mark.cpu_kind
 @pytest.mark.parametrize("name", MODELS)
 @settings(max_examples=examples(12), deadline=None)
 @given(spread=st.sampled_from([0.3, 1.0, 1.0, 2.5, 8.0]), seed=st.integers(0, 2**31 - 1))

@@ -188,7 +188,6 @@ def gemm_case(gen: torch.Generator, a_type: torch.dtype, b_type: torch.dtype, m:
 TYPES = st.sampled_from([(torch.uint8, torch.int8), (torch.uint8, torch.uint8), (torch.int8, torch.int8)])
 
 
-@pytest.mark.cpu_kind
 @settings(max_examples=examples(150))
 @given(types=TYPES, m=st.integers(1, 9), k=st.integers(1, 90), n=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
 def test_matmul_integer(types, m, k, n, seed):
@@ -201,7 +200,6 @@ def test_matmul_integer(types, m, k, n, seed):
     assert_same_ints(matmul_integer(a, b, int(za), int(zb_scalar)), ort_ints(theirs))
 
 
-@pytest.mark.cpu_kind
 @settings(max_examples=examples(200))
 @given(
     types=TYPES,
@@ -262,7 +260,6 @@ def test_qlinear_matmul_multiplier_is_divided():
         checked += 1
 
 
-@pytest.mark.cpu_kind
 @settings(max_examples=examples(200))
 @given(
     types=TYPES,
@@ -313,7 +310,6 @@ def test_qgemm(types, m, k, n, per_column, b_const, bias, alpha, trans_a, trans_
         assert_same_ints(ours, theirs)
 
 
-@pytest.mark.cpu_kind
 def test_sums_past_2_24():
     """Accumulators beyond 2**24, where float32(acc) rounds before the multiplier."""
     gen = torch.Generator().manual_seed(0)
