@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -106,8 +107,15 @@ def _home_module(name: str) -> str:
 
 def _definitions() -> list[Definition]:
     """Every top-level definition of every qlib module, in a stable order."""
+    # parsed once per state of the sources: a test writes one file per public name (~100 of them)
+    sources = tuple((name, _module_path(name).stat().st_mtime_ns) for name in _module_names())
+    return list(_parsed_definitions(sources))
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_definitions(sources: tuple[tuple[str, int], ...]) -> tuple[Definition, ...]:
     found = []
-    for rank, module_name in enumerate(_module_names()):
+    for rank, (module_name, _) in enumerate(sources):
         text = _module_path(module_name).read_text()
         tree = ast.parse(text)
         qlib_modules, qlib_names, outside = _module_imports(tree)
@@ -134,7 +142,7 @@ def _definitions() -> list[Definition]:
                     registers=_registers(node),
                 )
             )
-    return found
+    return tuple(found)
 
 
 def _module_names() -> list[str]:
