@@ -115,12 +115,13 @@ unit: $(STAMP)
 		--ignore=tests/pages --ignore=tests/test_package.py  # make package runs it, on the dist/ it builds
 
 ## make unit-old: qlib against torch $(OLD_TORCH), 50 examples each (HYPOTHESIS_PROFILE=soak: 5,000);
-## the checks of the repository's files and of the one-file copies (qlib against itself) run once, in make unit
+## the checks of the repository's files and of the one-file copies (qlib against itself), and the emulated AVX2 run
+## of XNNPACK's kernels (which do not depend on torch's release), run once, in make unit
 unit-old: $(STAMP_OLD)
 	$(TEST_THREADS) QLIB_EXPECT_TORCH=$(OLD_TORCH) HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci-old} $(VENV_OLD)/bin/python -m pytest \
 		tests -q -n 2 --dist loadfile --durations=5 --ignore=tests/browser --ignore=tests/pages --ignore=tests/test_pairing.py \
 		--ignore=tests/test_binder_colab.py --ignore=tests/test_citations.py --ignore=tests/test_layers.py \
-		--ignore=tests/test_package.py --ignore=tests/test_standalone.py
+		--ignore=tests/test_package.py --ignore=tests/test_standalone.py --ignore=tests/test_xnnpack_cpu_kind.py
 
 ## make unit-avx2: the tests marked cpu_kind again, with torch's kernels held to AVX2 (on an AVX-512 CPU;
 ## on an AVX2-only one make unit ran them there already)

@@ -43,8 +43,6 @@ import qlib
 from qlib.llm_weights import int4_weight_cpu, int8_weight, intx_weight
 from qlib.testing import assert_same_ints
 
-pytestmark = pytest.mark.cpu_kind
-
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     ao = pytest.importorskip("torchao.quantization")
@@ -108,6 +106,7 @@ def check_run_and_compare(float_model: torch.nn.Module, quantized: torch.nn.Modu
         assert not math.isnan(layer.sqnr_db)
 
 
+@pytest.mark.cpu_kind  # torch's integers here follow the CPU kind (int4 packing, _int_mm)
 @settings(max_examples=examples(150), deadline=None)
 @given(
     name=st.sampled_from(list(CONFIGS)),
@@ -139,8 +138,9 @@ def test_run_and_compare_follow_torch_on_a_quantized_mlp(name, group, blocks, n,
     check_run_and_compare(model, quantized, x.reshape(1, m, k) if three_d else x)
 
 
+@pytest.mark.cpu_kind  # torch's integers here follow the CPU kind (int4 packing, _int_mm)
 def test_run_computes_the_dynamic_int8_layers_for_either_cpu_kind():
-    """pairs_saturate=True is a CPU without VNNI: the first layer's output is linear_int8_dynamic's there."""
+    """pairs_saturate=True is oneDNN held below VNNI on a VNNI CPU: the first layer's output is linear_int8_dynamic's there."""
     model = GatedMLP(64, 64, 16, True, F32).eval()
     quantized = copy.deepcopy(model)
     ao.quantize_(quantized, int8_dynamic())
@@ -198,6 +198,7 @@ def tiny_llama():
     return transformers, transformers.LlamaForCausalLM(config).eval()
 
 
+@pytest.mark.cpu_kind  # torch's integers here follow the CPU kind (int4 packing, _int_mm)
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("dtype", [F32, BF16])
 def test_run_and_compare_follow_torch_on_a_tiny_llama(tiny_llama, name, dtype):
