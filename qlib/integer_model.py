@@ -24,7 +24,6 @@ ratio of torch's result against the float one, the largest error, and how many i
 from __future__ import annotations
 
 import contextlib
-import html
 import math
 import os
 import sys
@@ -52,6 +51,7 @@ from qlib import (  # noqa: F401
 )
 from qlib.dequant import dequantize
 from qlib.llm_weights import torchao_linear_op
+from qlib.prose import html_table, text_table
 from qlib.registry import LAYOUT_OPS, OPERATORS, Operator, Settings, op_name, supported
 from qlib.xnnpack_graph import run_graph
 
@@ -520,21 +520,12 @@ class Comparison:
         )
 
     def __str__(self) -> str:
-        head, body = self._rows()
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
-        note = self._note()
-        return "\n".join(lines + ([note] if note else []))
+        return text_table(*self._rows(), self._note())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head, body = self._rows()
-        rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-        rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
-        note = self._note()
-        note_html = f"<p>{html.escape(note)}</p>" if note else ""
-        return '<table class="qlib-report">' + "".join(rows) + "</table>" + note_html
+        return html_table(*self._rows(), self._note())
 
     def plot(self, ax=None):
         """A bar chart of SQNR (dB) by layer; returns the matplotlib Axes."""

@@ -1,9 +1,11 @@
-"""Numbers in sentences: counts with their nouns, as qlib's reports and the book's text print them.
+"""Numbers in sentences and tables: counts with their nouns, and the tables of qlib's reports.
 
 Explained on the book's API page (``book/api.md``).
 """
 
 from __future__ import annotations
+
+import html
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -34,3 +36,27 @@ def glue(**values: object) -> None:
         return
     for name, value in values.items():
         glue_one(name, value, display=False)
+
+
+def text_table(head: list[str], body: list[list[str]], note: str | None = None) -> str:
+    """A plain-text table: columns padded to their widest cell, and ``note`` under it.
+
+    >>> print(text_table(["layer", "exact"], [["fc", "yes"]]))
+    layer  exact
+    fc     yes
+    """
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
+    return "\n".join(lines + ([note] if note else []))
+
+
+def html_table(head: list[str], body: list[list[str]], note: str | None = None) -> str:
+    """The same table as HTML, as a notebook shows a report (class ``qlib-report``), ``note`` under it.
+
+    >>> html_table(["layer"], [["fc"]])
+    '<table class="qlib-report"><tr><th>layer</th></tr><tr><td>fc</td></tr></table>'
+    """
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
+    note_html = f"<p>{html.escape(note)}</p>" if note else ""
+    return '<table class="qlib-report">' + "".join(rows) + "</table>" + note_html

@@ -30,7 +30,6 @@ A delegate's own codes, when given, are compared with qlib's XNNPACK codes at ev
 
 from __future__ import annotations
 
-import html
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ import torch
 
 from qlib import checks
 from qlib.numerics import float32
+from qlib.prose import html_table, text_table
 from qlib.pt2e_ops import dequantize_pt2e
 from qlib.xnnpack import add_parameters, output_bounds, xnnpack_bias, xnnpack_conv2d, xnnpack_linear
 from qlib.xnnpack_graph import run_graph
@@ -156,22 +156,12 @@ class XnnpackComparison:
         )
 
     def __str__(self) -> str:
-        head, body = self._rows()
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
-        note = self._note()
-        return "\n".join(lines + ([note] if note else []))
+        return text_table(*self._rows(), self._note())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head, body = self._rows()
-        rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-        rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
-        note = self._note()
-        return (
-            '<table class="qlib-report">' + "".join(rows) + "</table>" + (f"<p>{html.escape(note)}</p>" if note else "")
-        )
+        return html_table(*self._rows(), self._note())
 
 
 def _op_of(node: torch.fx.Node) -> tuple[torch.fx.Node | None, str]:
