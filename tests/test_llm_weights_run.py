@@ -12,16 +12,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import pickle
-import shutil
-import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from emulated import run_on_haswell
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inputs import examples
@@ -273,9 +269,6 @@ open(sys.argv[2], "wb").write(pickle.dumps((torch.cpu._is_vnni_supported(), prod
 def test_int_mm_is_exact_on_an_emulated_avx2_cpu(tmp_path):
     """torch's _int_mm calls oneDNN only on AVX512-VNNI CPUs; elsewhere its own loop adds the products exactly.
     So on an AVX2-only CPU the dynamic int8 Linears are the exact product's, and qlib's default follows."""
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user); the AVX2 emulation needs it")
     torch.manual_seed(3)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64)).eval()
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(3)) * 30  # large codes: pairs would saturate
@@ -283,14 +276,7 @@ def test_int_mm_is_exact_on_an_emulated_avx2_cpu(tmp_path):
     weight, bias = model[0].weight, model[0].bias
     a = torch.randint(100, 128, (32, 64), dtype=torch.int8)  # every pair of products past int16
     b = torch.randint(100, 128, (64, 16), dtype=torch.int8)
-    (tmp_path / "in.pkl").write_bytes(pickle.dumps((x, weight.qdata, weight.scale, bias, a, b)))
-    (tmp_path / "run.py").write_text(QEMU_SCRIPT)
-    done = subprocess.run(
-        [qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    vnni, product, default = pickle.loads((tmp_path / "out.pkl").read_bytes())
+    vnni, product, default = run_on_haswell(QEMU_SCRIPT, (x, weight.qdata, weight.scale, bias, a, b), tmp_path)
     assert not vnni, "qemu's Haswell should hide VNNI"
     assert torch.equal(product, a.int() @ b.int()), "torch's _int_mm under qemu is not the exact product"
     exact = qlib.linear_int8_dynamic(x, weight.qdata, weight.scale, bias, pairs_saturate=False)

@@ -14,11 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import pickle
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -31,6 +26,7 @@ from hypothesis import strategies as st
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from emulated import run_on_haswell  # noqa: E402
 from inputs import examples  # noqa: E402
 
 import qlib  # noqa: E402
@@ -466,9 +462,6 @@ pickle.dump(outs, open(sys.argv[2], "wb"))
 def test_avx2_emulated_models(models, tmp_path: Path):
     """ORT under qemu-x86_64 -cpu Haswell (AVX2 without VNNI: u8 x s8 pairs saturate) on seven of the models, two
     inputs each, one far past the calibrated range: every node against qlib with pairs_saturate=True."""
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user); the AVX2 emulation needs it")
     gen = torch.Generator().manual_seed(29)
     cases, inputs = [], []
     for name in QEMU_MODELS:
@@ -477,18 +470,9 @@ def test_avx2_emulated_models(models, tmp_path: Path):
         xs = [torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen) * 6]
         inputs.append(xs)
         cases.append((model.SerializeToString(), [{model.graph.input[0].name: x.numpy()} for x in xs]))
-    (tmp_path / "cases.pkl").write_bytes(pickle.dumps(cases))
-    (tmp_path / "run.py").write_text(QEMU_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "cases.pkl"), str(tmp_path / "out.pkl")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    outs = run_on_haswell(QEMU_SCRIPT, cases, tmp_path)
     differ_from_vnni = 0
-    for name, xs, (graph, runs) in zip(
-        QEMU_MODELS, inputs, pickle.loads((tmp_path / "out.pkl").read_bytes()), strict=True
-    ):
+    for name, xs, (graph, runs) in zip(QEMU_MODELS, inputs, outs, strict=True):
         graph_model = onnx.load_from_string(graph)
         for x, (default, theirs) in zip(xs, runs, strict=True):
             result = run_onnx(graph_model, x, pairs_saturate=True, optimize=False)

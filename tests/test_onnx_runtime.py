@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +13,7 @@ from hypothesis import strategies as st
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from emulated import run_on_haswell  # noqa: E402
 from inputs import examples, mixed_values, scales, zero_points  # noqa: E402
 from onnx_graphs import QEMU_SCRIPT, const, model, run  # noqa: E402
 
@@ -430,19 +426,8 @@ def avx2_cases(gen: torch.Generator) -> tuple[list, list]:
 
 def test_avx2_emulated(tmp_path: Path):
     """ORT under qemu-x86_64 -cpu Haswell (AVX2, no AVX-512, no VNNI) against qlib with pairs_saturate=True."""
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user); the AVX2 emulation needs it")
     cases, expected = avx2_cases(torch.Generator().manual_seed(23))
-    (tmp_path / "cases.pkl").write_bytes(pickle.dumps(cases))
-    (tmp_path / "run.py").write_text(QEMU_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "cases.pkl"), str(tmp_path / "out.pkl")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    outs = pickle.loads((tmp_path / "out.pkl").read_bytes())
+    outs = run_on_haswell(QEMU_SCRIPT, cases, tmp_path)
     saturated = 0
     for (op, ours, exact), theirs in zip(expected, outs, strict=True):
         assert_same_ints(ours, ort_ints(theirs), f"{op} under qemu -cpu Haswell")
